@@ -1,3 +1,13 @@
-"""gammapy-cnn: deep-learning background estimation and source finding for gammapy."""
+"""gammapy-cnn: deep-learning background estimation and source finding for gammapy.
+
+Importing the package registers `CNNBackgroundMaker` in gammapy's
+``MAKER_REGISTRY`` and `CNNSourceFinder` in ``ESTIMATOR_REGISTRY``.
+TensorFlow is imported only when a network is first used.
+"""
 
 __version__ = "0.1.0"
+
+from .finders import CandidateCatalog, CNNSourceFinder  # noqa: E402
+from .makers import CNNBackgroundMaker  # noqa: E402
+
+__all__ = ["CNNBackgroundMaker", "CNNSourceFinder", "CandidateCatalog", "__version__"]

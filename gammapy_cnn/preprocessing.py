@@ -1,0 +1,195 @@
+"""From a dataset to network inputs and back; shared by inference and training.
+
+Training and inference call the same functions, so they cannot disagree.
+`PREPROCESSING_VERSION` is written in every model card; a network whose card
+names another version is refused.
+
+Normalisation (version 1): the energy-integrated counts inside the safe mask
+are divided by their mean per valid pixel (the *level*, in counts per
+pixel). The network sees three channels: ``counts / level``, the mask, and
+``log10(level)`` as a constant context channel, so one network serves maps
+from 0.01 to 100 counts per pixel (10 s to several hours). Outputs are
+relative to the level and multiplied back: the counts scale is never lost.
+"""
+
+import astropy.units as u
+import numpy as np
+from gammapy.datasets import MapDataset
+from gammapy.maps import WcsGeom
+from scipy.ndimage import gaussian_filter, zoom
+
+__all__ = [
+    "NATIVE_BINSZ",
+    "PREPROCESSING_VERSION",
+    "counts_image",
+    "normalise",
+    "pad",
+    "seed_stretch",
+    "NativeGrid",
+]
+
+PREPROCESSING_VERSION = 1
+#: Image sides are padded to a multiple of this (the networks pool 5 times by 2).
+PAD_MULTIPLE = 32
+#: Pixels per cell of the finder heatmap and of the background estimate.
+FINDER_STRIDE = 4
+BACKGROUND_STRIDE = 8
+NATIVE_BINSZ = 0.025 * u.deg
+MAX_BINSZ = 0.2 * u.deg
+MIN_NATIVE_PIXELS = 32
+SEED_SMOOTHING_PIXELS = 5
+
+
+def counts_image(dataset):
+    """Energy-integrated counts and 2D validity mask of a dataset.
+
+    Parameters
+    ----------
+    dataset : `~gammapy.datasets.MapDataset`
+        Needs ``counts`` on a WCS geometry; ``mask_safe`` is used when present.
+
+    Returns
+    -------
+    counts : `~numpy.ndarray`
+        (ny, nx) counts summed over the energy bins inside the safe mask.
+    mask : `~numpy.ndarray`
+        (ny, nx) bool, pixels with at least one valid energy bin.
+    """
+    if not isinstance(dataset, MapDataset):
+        raise TypeError(f"expected a gammapy MapDataset, got {type(dataset).__name__}")
+    if dataset.counts is None:
+        raise ValueError(f"dataset {dataset.name!r} has no counts: the CNN needs observed counts")
+    geom = dataset.counts.geom
+    if not isinstance(geom, WcsGeom):
+        raise ValueError(
+            f"dataset {dataset.name!r} has a {type(geom).__name__}; the CNN needs a WCS map geometry"
+        )
+    if geom.is_allsky or geom.data_shape[-1] * geom.data_shape[-2] > 4096**2:
+        raise ValueError(f"dataset {dataset.name!r}: map of {geom.data_shape[-2:]} pixels is too large")
+    data = np.asarray(dataset.counts.data, dtype=float)
+    if data.ndim == 2:
+        data = data[None]
+    data = data.reshape((-1,) + data.shape[-2:])
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"dataset {dataset.name!r}: counts hold NaN or infinite values")
+    if np.any(data < 0):
+        raise ValueError(f"dataset {dataset.name!r}: counts hold negative values")
+    if np.any(data != np.round(data)):
+        raise ValueError(f"dataset {dataset.name!r}: counts are not whole numbers")
+    if dataset.mask_safe is not None:
+        mask = np.asarray(dataset.mask_safe.data, dtype=bool).reshape(data.shape)
+    else:
+        mask = np.ones(data.shape, dtype=bool)
+    mask_2d = mask.any(axis=0)
+    if not mask_2d.any():
+        raise ValueError(f"dataset {dataset.name!r}: the safe mask is False everywhere")
+    return (data * mask).sum(axis=0), mask_2d
+
+
+def normalise(counts, mask):
+    """Network input from a counts image.
+
+    Parameters
+    ----------
+    counts : `~numpy.ndarray`
+        (..., ny, nx) energy-integrated counts.
+    mask : `~numpy.ndarray`
+        (..., ny, nx) bool validity mask.
+
+    Returns
+    -------
+    x : `~numpy.ndarray`
+        (..., ny, nx, 3) float32 network input.
+    level : `~numpy.ndarray`
+        (...) mean counts per valid pixel (a half count is added so an
+        empty map has a finite, small level).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    n_valid = np.maximum(mask.sum(axis=(-2, -1)), 1)
+    level = ((counts * mask).sum(axis=(-2, -1)) + 0.5) / n_valid
+    lv = level[..., None, None]
+    x = np.stack(
+        [counts * mask / lv, mask.astype(float), np.broadcast_to(np.log10(lv), counts.shape) * mask],
+        axis=-1,
+    )
+    return x.astype(np.float32), level
+
+
+def pad(array, multiple=PAD_MULTIPLE):
+    """Zero-pad the two image axes (-3, -2 of an (..., ny, nx, c) array) up to a multiple."""
+    ny, nx = array.shape[-3:-1]
+    py, px = -ny % multiple, -nx % multiple
+    widths = [(0, 0)] * (array.ndim - 3) + [(py // 2, py - py // 2), (px // 2, px - px // 2), (0, 0)]
+    return np.pad(array, widths), (slice(py // 2, py // 2 + ny), slice(px // 2, px // 2 + nx))
+
+
+def seed_stretch(counts):
+    """Input of the original CNN-Cleaner: Gaussian smoothing (5 px) and a [0, 1] stretch.
+
+    Returns
+    -------
+    stretched : `~numpy.ndarray`
+        (..., ny, nx) in [0, 1].
+    low, high : `~numpy.ndarray`
+        The stretch of each map, to undo it.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    sigma = (0,) * (counts.ndim - 2) + (SEED_SMOOTHING_PIXELS, SEED_SMOOTHING_PIXELS)
+    smooth = gaussian_filter(counts, sigma=sigma, mode="constant")
+    low = smooth.min(axis=(-2, -1), keepdims=True)
+    high = smooth.max(axis=(-2, -1), keepdims=True)
+    return ((smooth - low) / np.where(high > low, high - low, 1)).astype(np.float32), low, high
+
+
+class NativeGrid:
+    """Resampling between a dataset's WCS pixels and the networks' native pixels.
+
+    Parameters
+    ----------
+    geom : `~gammapy.maps.WcsGeom`
+        Geometry of the input dataset.
+    native_binsz : `~astropy.units.Quantity`
+        Pixel size the network was trained on.
+    """
+
+    def __init__(self, geom, native_binsz=NATIVE_BINSZ):
+        binsz = np.abs(geom.pixel_scales.to_value("deg"))
+        if not np.allclose(binsz[0], binsz[1], rtol=1e-3):
+            raise ValueError(f"pixels must be square, got {binsz} deg")
+        self.binsz = binsz[0] * u.deg
+        if self.binsz > MAX_BINSZ:
+            raise ValueError(
+                f"pixels of {self.binsz:.3f} are larger than {MAX_BINSZ}: the PSF is not resolved"
+            )
+        self.factor = float((self.binsz / u.Quantity(native_binsz)).to_value(""))
+        self.shape = tuple(geom.data_shape[-2:])
+        native = np.rint(np.array(self.shape) * self.factor).astype(int)
+        if native.min() < MIN_NATIVE_PIXELS:
+            raise ValueError(
+                f"map of {self.shape} pixels of {self.binsz:.3f} is too small: it must span at "
+                f"least {MIN_NATIVE_PIXELS * u.Quantity(native_binsz):.2f} on each side"
+            )
+        self.native_shape = tuple(native)
+        self.identity = abs(self.factor - 1) < 1e-3
+
+    def to_native(self, image, conserve=True):
+        """Image (ny, nx) on the native grid; ``conserve`` keeps the total sum."""
+        if self.identity:
+            return image
+        zoomed = zoom(np.asarray(image, float), np.array(self.native_shape) / self.shape, order=1)
+        return zoomed / self.factor**2 if conserve else zoomed
+
+    def from_native(self, image, conserve=True):
+        """Native-grid image back on the dataset's pixels."""
+        if self.identity:
+            return image
+        zoomed = zoom(np.asarray(image, float), np.array(self.shape) / self.native_shape, order=1)
+        return zoomed * self.factor**2 if conserve else zoomed
+
+    def pix_from_native(self, x, y):
+        """Pixel coordinates on the dataset's grid of native-grid ones (as `zoom` maps them)."""
+        if self.identity:
+            return x, y
+        (ny, nx), (my, mx) = self.shape, self.native_shape
+        return x * (nx - 1) / (mx - 1), y * (ny - 1) / (my - 1)

@@ -1,0 +1,463 @@
+"""Training and fine-tuning of the networks, streaming from simulation files.
+
+A training run is described by a `TrainingConfig` (YAML, see
+``gammapy_cnn/networks/recipes/``). Batches are read from the HDF5 file on
+the fly (`MapBatches`), so memory does not grow with the file. Every epoch
+writes a full checkpoint (weights and optimizer state) beside the output;
+``resume=True`` continues from it. The final ``.keras`` file holds no
+optimizer state and gets a model card (``.json``) with the recipe, the data,
+the metrics and its SHA-256.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import __version__
+from .networks import quiet_tensorflow, sha256
+from .preprocessing import (
+    FINDER_STRIDE,
+    NATIVE_BINSZ,
+    PREPROCESSING_VERSION,
+    normalise,
+    pad,
+    seed_stretch,
+)
+from .simulation.io import SimulationReader
+
+__all__ = ["TrainingConfig", "MapBatches", "train", "source_significance"]
+
+log = logging.getLogger(__name__)
+keras = quiet_tensorflow()
+ops = keras.ops
+
+#: Detectability cuts of the finder's labels: expected s / sqrt(b) in a 0.1 deg aperture.
+POSITIVE_SIGNIFICANCE = 2.5
+IGNORE_SIGNIFICANCE = 1.0
+APERTURE_DEG = 0.1
+HEATMAP_SIGMA_CELLS = 1.0
+
+
+class TrainingConfig(BaseModel):
+    """A training recipe.
+
+    ``kind`` and ``architecture`` choose the network; ``base`` starts from an
+    existing network (fine-tuning) and ``freeze`` keeps layers whose names
+    start with one of the given prefixes fixed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["cleaner", "finder"]
+    architecture: Literal["default", "seed"] = "default"
+    data: Optional[str] = None
+    epochs: int = 10
+    batch_size: int = 32
+    steps_per_epoch: Optional[int] = None
+    validation_fraction: float = 0.1
+    learning_rate: float = 2e-3
+    seed: int = 0
+    augment: bool = True
+    base: Optional[str] = None
+    freeze: list[str] = []
+    cleaner: str = "seed"  # seed regressor only: the cleaner whose output it reads
+    widths: Optional[list[int]] = None
+
+    @classmethod
+    def read(cls, path):
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            return cls(**data)
+        except ValidationError as error:
+            raise ValueError(f"invalid training config {path}: {error}") from None
+
+
+# --- losses ---------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="gammapy_cnn")
+def background_loss(y_true, y_pred):
+    """Squared log ratio of predicted to true background on 0.2 deg cells.
+
+    ``y_true`` holds (true background / level, mask). The log makes it a
+    relative error, equally weighted for faint and bright maps.
+    """
+    mask = y_true[..., 1:2]
+    pool = keras.layers.AveragePooling2D(8)
+    true = pool(y_true[..., 0:1] * mask)
+    pred = pool(y_pred * mask)
+    weight = ops.cast(pool(mask) > 0.5, "float32")
+    err = ops.square(ops.log(pred + 1e-4) - ops.log(true + 1e-4)) * weight
+    return ops.sum(err) / ops.maximum(ops.sum(weight), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="gammapy_cnn")
+def heatmap_focal_loss(y_true, y_pred):
+    """CenterNet focal loss with an ignore weight (channel 1 of ``y_true``)."""
+    target, weight = y_true[..., 0:1], y_true[..., 1:2]
+    p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
+    positive = ops.cast(target >= 0.999, "float32")
+    pos_loss = -ops.log(p) * ops.square(1 - p) * positive
+    neg_loss = -ops.log(1 - p) * ops.square(p) * ops.power(1 - target, 4) * (1 - positive)
+    n_pos = ops.maximum(ops.sum(positive), 1.0)
+    return ops.sum((pos_loss + neg_loss) * weight) / n_pos
+
+
+@keras.saving.register_keras_serializable(package="gammapy_cnn")
+def offset_loss(y_true, y_pred):
+    """L1 loss of the sub-cell offset at source cells (channel 2 is the cell mask)."""
+    mask = y_true[..., 2:3]
+    err = ops.abs(y_pred - y_true[..., 0:2]) * mask
+    return ops.sum(err) / ops.maximum(ops.sum(mask), 1.0)
+
+
+# --- targets ----------------------------------------------------------------
+
+
+def source_significance(signal, background, sources, binsz):
+    """Expected s / sqrt(b) of each source in a 0.1 deg aperture (truth-based detectability)."""
+    if len(sources) == 0:
+        return np.zeros(0)
+    ny, nx = signal.shape
+    radius = int(np.ceil(APERTURE_DEG / binsz)) + 1
+    out = []
+    for src in sources:
+        ix, iy = int(np.rint(src["x"])), int(np.rint(src["y"]))
+        ys = slice(max(iy - radius, 0), min(iy + radius + 1, ny))
+        xs = slice(max(ix - radius, 0), min(ix + radius + 1, nx))
+        yy, xx = np.mgrid[ys, xs]
+        inside = np.hypot(xx - src["x"], yy - src["y"]) * binsz <= APERTURE_DEG
+        s = signal[ys, xs][inside].sum()
+        b = background[ys, xs][inside].sum()
+        out.append(s / np.sqrt(b + 1.0))
+    return np.array(out)
+
+
+def finder_targets(xs, ys, significance, shape, offset=(0, 0)):
+    """Heatmap (target, weight) and offset (dx, dy, mask) arrays on the cell grid.
+
+    ``xs``, ``ys`` are pixel positions in the padded image (``offset`` added).
+    """
+    h, w = shape[0] // FINDER_STRIDE, shape[1] // FINDER_STRIDE
+    heat = np.zeros((h, w, 2), np.float32)
+    heat[..., 1] = 1
+    off = np.zeros((h, w, 3), np.float32)
+    cy, cx = np.mgrid[:h, :w]
+    for x, y, sig in zip(xs, ys, significance):
+        # Cell i spans pixels [4i, 4i + 4): centre at pixel 4i + 1.5.
+        gx = (x + offset[1] - (FINDER_STRIDE - 1) / 2) / FINDER_STRIDE
+        gy = (y + offset[0] - (FINDER_STRIDE - 1) / 2) / FINDER_STRIDE
+        d2 = (cx - gx) ** 2 + (cy - gy) ** 2
+        if sig >= POSITIVE_SIGNIFICANCE:
+            heat[..., 0] = np.maximum(heat[..., 0], np.exp(-0.5 * d2 / HEATMAP_SIGMA_CELLS**2))
+            ix, iy = int(np.clip(np.rint(gx), 0, w - 1)), int(np.clip(np.rint(gy), 0, h - 1))
+            heat[iy, ix, 0] = 1.0
+            off[iy, ix] = (gx - ix, gy - iy, 1.0)
+        elif sig >= IGNORE_SIGNIFICANCE:
+            heat[..., 1] = np.where(d2 <= 4, 0.0, heat[..., 1])
+    return heat, off
+
+
+def _augment_coords(x, y, n, k, flip):
+    """Pixel coordinates after ``np.flip(axis=x)`` (if ``flip``) then ``np.rot90(k)``."""
+    if flip:
+        x = n - 1 - x
+    for _ in range(k):
+        x, y = y, n - 1 - x
+    return x, y
+
+
+def _augment_images(images, k, flip):
+    """Same transform on (B, ny, nx, ...) arrays."""
+    if flip:
+        images = images[:, :, ::-1]
+    return np.rot90(images, k, axes=(1, 2)).copy()
+
+
+class MapBatches(keras.utils.PyDataset):
+    """Batches of network inputs and targets streamed from a simulation file.
+
+    Parameters
+    ----------
+    reader : `~gammapy_cnn.simulation.io.SimulationReader`
+    config : `TrainingConfig`
+    indices : `~numpy.ndarray`
+        Map indices (sorted) this sequence draws from.
+    augment : bool
+        Random flips and rotations by 90 deg (the sky has no preferred direction).
+    cleaner : `~gammapy_cnn.networks.Network`, optional
+        Seed regressor only: the cleaner that makes its input.
+    """
+
+    def __init__(self, reader, config, indices, augment, cleaner=None, epoch_seed=0, steps=None):
+        super().__init__()
+        self.reader, self.config, self.indices = reader, config, np.asarray(indices)
+        self.augment, self.cleaner = augment, cleaner
+        self.batch_size = config.batch_size
+        self.n_blocks = max(len(self.indices) // self.batch_size, 1)
+        # An epoch of `steps` batches takes the first blocks of a fresh shuffle.
+        self.steps = int(steps) if steps else self.n_blocks
+        self.rng = np.random.default_rng([config.seed, epoch_seed])
+        self.order = np.arange(self.n_blocks)
+        self.on_epoch_end()
+
+    def __len__(self):
+        return self.steps
+
+    def on_epoch_end(self):
+        if self.augment:
+            self.rng.shuffle(self.order)
+
+    def read(self, batch):
+        """Raw arrays of one batch: 2D counts, background, signal, mask, sources."""
+        start = self.order[batch % self.n_blocks] * self.batch_size
+        idx = self.indices[start : start + self.batch_size]
+        sl = slice(int(idx[0]), int(idx[-1]) + 1)  # contiguous blocks read fast from HDF5
+        counts = self.reader.counts(sl).sum(axis=1, dtype=np.float32)
+        mask = self.reader.mask(sl)
+        background = self.reader.background(sl).sum(axis=1)
+        signal = self.reader.signal(sl).sum(axis=1) if self.config.kind == "finder" else None
+        sources = [self.reader.sources(i) for i in range(sl.start, sl.stop)]
+        return counts, background, signal, mask, sources
+
+    def __getitem__(self, batch):
+        counts, background, signal, mask, sources = self.read(batch)
+        k, flip = (int(self.rng.integers(4)), bool(self.rng.integers(2))) if self.augment else (0, False)
+        n = counts.shape[-1]
+        counts, background, mask = (
+            _augment_images(a[..., None], k, flip)[..., 0] for a in (counts, background, mask)
+        )
+        if signal is not None:
+            signal = _augment_images(signal[..., None], k, flip)[..., 0]
+        arch = self.config.architecture
+        if self.config.kind == "cleaner" and arch == "seed":
+            x, _, _ = seed_stretch(counts)
+            y, _, _ = seed_stretch(counts - background)
+            return x[..., None], y[..., None]
+        if self.config.kind == "finder" and arch == "seed":
+            x, _, _ = seed_stretch(counts)
+            cleaned = self.cleaner.predict(x[..., None])
+            target = np.zeros((len(counts), 2), np.float32)
+            for i, src in enumerate(sources):
+                if len(src):
+                    b = np.argmax(src["npred"])
+                    sx, sy = _augment_coords(src["x"][b], src["y"][b], n, k, flip)
+                    target[i] = (sx / n, sy / n)
+            return cleaned, target
+        x, level = normalise(counts, mask)
+        x, window = pad(x)
+        if self.config.kind == "cleaner":
+            y = np.stack([background / level[:, None, None], mask.astype(np.float32)], axis=-1)
+            y, _ = pad(y.astype(np.float32))
+            return x, y
+        offset = (window[0].start, window[1].start)
+        heat, off = [], []
+        for i, src in enumerate(sources):
+            sig = source_significance(signal[i], background[i], _transformed(src, n, k, flip),
+                                      self.reader.binsz)
+            sx, sy = _augment_coords(src["x"], src["y"], n, k, flip)
+            h, o = finder_targets(sx, sy, sig, x.shape[1:3], offset)
+            heat.append(h)
+            off.append(o)
+        return x, {"heatmap": np.array(heat), "offset": np.array(off)}
+
+
+def _transformed(sources, n, k, flip):
+    x, y = _augment_coords(sources["x"], sources["y"], n, k, flip)
+    return [dict(x=a, y=b) for a, b in zip(x, y)]
+
+
+# --- training ---------------------------------------------------------------
+
+
+def _build(config):
+    from .networks.architectures import ARCHITECTURES
+
+    builder = ARCHITECTURES[(config.kind, config.architecture)]
+    if config.widths and config.architecture == "default":
+        return builder(widths=tuple(config.widths))
+    return builder()
+
+
+def _compile(model, config):
+    if config.architecture == "seed":
+        loss = "mse"
+    elif config.kind == "cleaner":
+        loss = background_loss
+    else:
+        loss = {"heatmap": heatmap_focal_loss, "offset": offset_loss}
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Full checkpoint (with optimizer) and progress file after every epoch."""
+
+    def __init__(self, directory, history):
+        super().__init__()
+        self.directory, self.history = Path(directory), history
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append({k: float(v) for k, v in (logs or {}).items()})
+        tmp = self.directory / "checkpoint.keras.tmp"
+        self.model.save(tmp.with_suffix(".keras.tmp.keras"))
+        os.replace(tmp.with_suffix(".keras.tmp.keras"), self.directory / "checkpoint.keras")
+        state = {"epoch": epoch + 1, "history": self.history}
+        (self.directory / "state.json.tmp").write_text(json.dumps(state))
+        os.replace(self.directory / "state.json.tmp", self.directory / "state.json")
+
+
+def train(config, output, data=None, resume=False, verbose=2):
+    """Train a network following a recipe and write it with its model card.
+
+    Parameters
+    ----------
+    config : `TrainingConfig` or str
+        The recipe, or the path of its YAML file.
+    output : str or `~pathlib.Path`
+        The ``.keras`` file to write; checkpoints go to ``OUTPUT.ckpt/``.
+    data : str, optional
+        Simulation file; overrides ``config.data``.
+    resume : bool
+        Continue from the last checkpoint.
+    verbose : int
+        Keras verbosity (progress output).
+
+    Returns
+    -------
+    card : dict
+        The model card written beside the network.
+    """
+    if not isinstance(config, TrainingConfig):
+        config = TrainingConfig.read(config)
+    data = data or config.data
+    if data is None:
+        raise ValueError("no training data: give data= or set `data` in the recipe")
+    output = Path(output)
+    if output.suffix != ".keras":
+        raise ValueError(f"output {output} must end in .keras")
+    keras.utils.set_random_seed(config.seed)
+    reader = SimulationReader(data)
+    n = len(reader)
+    n_val = max(int(n * config.validation_fraction), config.batch_size)
+    if n - n_val < config.batch_size:
+        raise ValueError(f"{data} holds {n} maps: too few for batches of {config.batch_size}")
+    train_idx, val_idx = np.arange(n - n_val), np.arange(n - n_val, n)
+    cleaner = None
+    if config.kind == "finder" and config.architecture == "seed":
+        from .networks import load_network
+
+        cleaner = load_network("cleaner", config.cleaner, expect_architecture="seed")
+
+    ckpt_dir = output.with_name(output.name + ".ckpt")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_file = ckpt_dir / "state.json"
+    history, initial_epoch = [], 0
+    if resume and state_file.exists():
+        state = json.loads(state_file.read_text())
+        initial_epoch, history = state["epoch"], state["history"]
+        model = keras.saving.load_model(ckpt_dir / "checkpoint.keras", safe_mode=True)
+        log.info(f"resuming from epoch {initial_epoch}")
+    else:
+        if config.base:
+            from .networks import load_network
+
+            model = load_network(config.kind, config.base, expect_architecture=config.architecture).model
+        else:
+            model = _build(config)
+        for layer in model.layers:
+            layer.trainable = not any(layer.name.startswith(p) for p in config.freeze)
+        _compile(model, config)
+
+    train_seq = MapBatches(reader, config, train_idx, augment=config.augment, cleaner=cleaner,
+                           epoch_seed=initial_epoch, steps=config.steps_per_epoch)
+    val_seq = MapBatches(reader, config, val_idx, augment=False, cleaner=cleaner)
+    start = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(
+            train_seq, validation_data=val_seq, epochs=config.epochs, initial_epoch=initial_epoch,
+            verbose=verbose,
+            callbacks=[_Checkpoint(ckpt_dir, history)],
+        )
+    elapsed = time.perf_counter() - start
+
+    # Ship weights only: a fresh, uncompiled copy has no optimizer state.
+    final = _build(config) if not config.base else keras.models.clone_model(model)
+    final.set_weights(model.get_weights())
+    tmp = output.with_name(output.stem + ".tmp.keras")
+    final.save(tmp)
+    os.replace(tmp, output)
+    card = {
+        "kind": config.kind,
+        "architecture": config.architecture,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "native_binsz_deg": NATIVE_BINSZ.to_value("deg"),
+        "package_version": __version__,
+        "recipe": config.model_dump(mode="json"),
+        "training_data": {
+            "file": Path(data).name,
+            "n_maps": int(n),
+            "n_train": int(len(train_idx)),
+            "n_validation": int(len(val_idx)),
+            "seed": int(reader.attrs["seed"]),
+            "irfs": [str(i) for i in reader.attrs["irfs"]],
+            "scenario": str(reader.attrs["scenario"]),
+        },
+        "history": history,
+        "training_seconds_this_run": round(elapsed, 1),
+        "parameters": int(final.count_params()),
+        "sha256": sha256(output),
+    }
+    reader.close()
+    write_card(output, card)
+    return card
+
+
+def recipe_path(kind, architecture="default"):
+    """Path of the shipped recipe of a network."""
+    from importlib import resources
+
+    return Path(str(resources.files("gammapy_cnn.networks") / "recipes" / f"{kind}_{architecture}.yaml"))
+
+
+def fine_tune(kind, data, output, base="default", epochs=5, learning_rate=3e-4, freeze=(),
+              batch_size=16, seed=0, resume=False, verbose=2):
+    """Start from a network and train it further on a (small) simulation file.
+
+    Parameters
+    ----------
+    kind : {"cleaner", "finder"}
+    data : str or `~pathlib.Path`
+        Simulation file, e.g. a few hundred maps simulated with your IRF.
+    output : str or `~pathlib.Path`
+        The new ``.keras`` file.
+    base : str
+        Shipped network name or ``.keras`` file to start from.
+    freeze : list of str
+        Layer-name prefixes to keep fixed (e.g. ``["bkg_enc"]``, ``["find_enc"]``).
+
+    Returns
+    -------
+    card : dict
+    """
+    from .networks import load_network
+
+    architecture = load_network(kind, base).architecture
+    config = TrainingConfig(kind=kind, architecture=architecture, base=str(base), epochs=epochs,
+                            learning_rate=learning_rate, freeze=list(freeze),
+                            batch_size=batch_size, seed=seed)
+    return train(config, output, data=data, resume=resume, verbose=verbose)
+
+
+def write_card(network_path, card):
+    """Write (atomically) the model card ``.json`` beside a network."""
+    path = Path(network_path).with_suffix(".json")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=1, default=float))
+    os.replace(tmp, path)
