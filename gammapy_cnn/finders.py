@@ -332,12 +332,12 @@ class CandidateObject(SourceCatalogObject):
     """
 
     def spatial_model(self):
-        model = PointSpatialModel(
-            lon_0=self.data["RA"] * u.deg, lat_0=self.data["DEC"] * u.deg, frame="icrs"
-        )
-        err = self.data.get("pos_err")
-        if err is not None and np.isfinite(err):
-            model.lon_0.error = err / max(np.cos(np.deg2rad(self.data["DEC"])), 1e-3)
+        ra = u.Quantity(self.data["RA"], "deg")
+        dec = u.Quantity(self.data["DEC"], "deg")
+        model = PointSpatialModel(lon_0=ra, lat_0=dec, frame="icrs")
+        err = u.Quantity(self.data.get("pos_err", np.nan), "deg").value
+        if np.isfinite(err):
+            model.lon_0.error = err / max(np.cos(dec.to_value("rad")), 1e-3)
             model.lat_0.error = err
         return model
 

@@ -1,0 +1,63 @@
+import astropy.units as u
+import numpy as np
+import pytest
+from gammapy.estimators import ESTIMATOR_REGISTRY
+
+from gammapy_cnn import CNNSourceFinder
+from gammapy_cnn.finders import COLUMNS, CandidateCatalog, fit_source, write_ds9
+
+from .conftest import make_dataset
+
+
+def test_registered():
+    assert ESTIMATOR_REGISTRY.get_cls("CNNSourceFinder") is CNNSourceFinder
+
+
+def test_table_columns_and_units(template, tiny_networks):
+    dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+                             threshold=0.0, max_candidates=5)
+    table = finder(dataset)
+    assert list(table.colnames) == list(COLUMNS)
+    assert table["RA"].unit == u.deg and table["pos_err_68"].unit == u.deg
+    assert 1 <= len(table) <= 5
+    assert np.all(np.diff(table["score"]) <= 0)
+
+
+def test_empty_table_same_columns(template, tiny_networks):
+    dataset, _ = make_dataset(template, livetime=100)
+    table = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+                            threshold=1.0)(dataset)
+    assert len(table) == 0 and list(table.colnames) == list(COLUMNS)
+
+
+def test_fit_source_recovers_position():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:60, :60]
+    sigma, amp, x0, y0 = 2.5, 400.0, 30.3, 28.6
+    mu = 0.2 + amp * np.exp(-0.5 * ((xx - x0) ** 2 + (yy - y0) ** 2) / sigma**2) / (2 * np.pi * sigma**2)
+    errors = []
+    for _ in range(40):
+        counts = rng.poisson(mu)
+        fit = fit_source(counts, np.full(counts.shape, 0.2), 31, 29, radius=8)
+        errors.append((fit["x"] - x0, fit["y"] - y0, fit["pos_err"]))
+    errors = np.array(errors)
+    # the error estimate matches the scatter, and the fit is unbiased
+    scatter = errors[:, :2].std()
+    assert 0.6 < np.median(errors[:, 2]) / scatter < 1.6
+    assert abs(errors[:, 0].mean()) < 3 * scatter / np.sqrt(40)
+
+
+def test_catalog_interface(template, tiny_networks, tmp_path):
+    dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+                             threshold=0.0, max_candidates=3)
+    catalog = finder.run_catalog(dataset)
+    assert isinstance(catalog, CandidateCatalog)
+    name = catalog.table["Source_Name"][0]
+    source = catalog[name]
+    assert source.position.separation(catalog[0].position).deg < 1e-9
+    models = catalog.to_models()
+    assert len(models) == len(catalog.table)
+    write_ds9(catalog.table, tmp_path / "c.reg")
+    assert "circle" in (tmp_path / "c.reg").read_text()

@@ -1,0 +1,90 @@
+import astropy.units as u
+import numpy as np
+import pytest
+from gammapy.datasets import MapDataset
+from gammapy.estimators import ExcessMapEstimator
+from gammapy.makers import MAKER_REGISTRY
+from gammapy.maps import Map, RegionGeom
+
+from gammapy_cnn import CNNBackgroundMaker
+
+from .conftest import make_dataset
+
+
+def test_registered():
+    assert MAKER_REGISTRY.get_cls("CNNBackgroundMaker") is CNNBackgroundMaker
+    assert CNNBackgroundMaker.tag == "CNNBackgroundMaker"
+
+
+def test_run_counts_only_3d(template, tiny_networks):
+    dataset, truth = make_dataset(template, sources=[(0.5, 0.3, 1.0)], livetime=300)
+    maker = CNNBackgroundMaker(network=tiny_networks["cleaner"])
+    before = dataset.counts.data.copy()
+    out = maker.run(dataset)
+    assert out is not dataset and out.name == dataset.name
+    assert out.counts.geom == dataset.counts.geom
+    np.testing.assert_array_equal(dataset.counts.data, before)
+    assert dataset.background is None
+    bkg = out.npred_background().data
+    assert bkg.shape == dataset.counts.data.shape
+    assert np.all(np.isfinite(bkg)) and np.all(bkg >= 0)
+    # the energy spectrum of the estimate follows that of the counts
+    frac_est = bkg.sum(axis=(1, 2)) / bkg.sum()
+    frac_true = truth["background"].sum(axis=(1, 2)) / truth["background"].sum()
+    assert np.allclose(frac_est[:3], frac_true[:3], atol=0.05)
+    # the counts scale is kept: the total is the total of counts minus at most the sources
+    total = dataset.counts.data.sum()
+    assert 0.5 * total < bkg.sum() < 1.5 * total
+
+
+def test_downstream_excess_estimator(template, tiny_networks):
+    dataset, _ = make_dataset(template, sources=[(0.0, 0.0, 2.0)], livetime=300)
+    out = CNNBackgroundMaker(network=tiny_networks["cleaner"]).run(dataset)
+    maps = ExcessMapEstimator(correlation_radius="0.1 deg", selection_optional=[]).run(out)
+    assert np.isfinite(maps["sqrt_ts"].data).any()
+    centre = maps["sqrt_ts"].data[0, 100, 100]
+    assert centre > 5
+
+
+def test_clean_returns_counts_map(template, tiny_networks):
+    dataset, truth = make_dataset(template, sources=[(0.0, 0.0, 2.0)], livetime=300)
+    cleaned = CNNBackgroundMaker(network=tiny_networks["cleaner"]).clean(dataset)
+    assert cleaned.geom == dataset.counts.geom.to_image()
+    assert cleaned.data[100, 100] > np.median(cleaned.data)
+
+
+def test_other_geometry_resampled(template, tiny_networks):
+    dataset, _ = make_dataset(template, livetime=300)
+    coarse = dataset.counts.downsample(2, preserve_counts=True)
+    out = CNNBackgroundMaker(network=tiny_networks["cleaner"]).run(MapDataset(counts=coarse))
+    assert out.background.geom == coarse.geom
+    ratio = out.background.data.sum() / coarse.data.sum()
+    assert 0.5 < ratio < 1.5
+
+
+def test_non_wcs_geometry_error(tiny_networks):
+    geom = RegionGeom.create("icrs;circle(83.6, 22.0, 0.5)")
+    dataset = MapDataset(counts=Map.from_geom(geom))
+    with pytest.raises(ValueError, match="WCS"):
+        CNNBackgroundMaker(network=tiny_networks["cleaner"]).run(dataset)
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, "NaN"), (-1.0, "negative"), (0.5, "whole")])
+def test_bad_counts(template, tiny_networks, value, match):
+    dataset, _ = make_dataset(template, livetime=100)
+    dataset.counts.data[0, 10, 10] = value
+    with pytest.raises(ValueError, match=match):
+        CNNBackgroundMaker(network=tiny_networks["cleaner"]).run(dataset)
+
+
+def test_all_zero_counts_valid(template, tiny_networks):
+    dataset, _ = make_dataset(template, livetime=100)
+    dataset.counts.data[...] = 0
+    out = CNNBackgroundMaker(network=tiny_networks["cleaner"]).run(dataset)
+    bkg = out.background.data
+    assert np.all(np.isfinite(bkg)) and np.all(bkg >= 0) and bkg.sum() < 5
+
+
+def test_unknown_network():
+    with pytest.raises(ValueError, match="no shipped cleaner network named 'nope'"):
+        CNNBackgroundMaker(network="nope").network
