@@ -74,6 +74,7 @@ class SimulationWriter:
                     raise ValueError(
                         f"cannot resume {self.partial}: its {key} differs from the one asked for"
                     )
+            self._truncate(int(self.file.attrs.get("n_complete", 0)))
             return
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.partial, "w")
@@ -96,10 +97,19 @@ class SimulationWriter:
         f.attrs["energy_edges_tev"] = tpl.energy_axis.edges.to_value("TeV")
         f.attrs["binsz_deg"] = tpl.binsz.to_value("deg")
         f.attrs["npix"] = npix
+        f.attrs["n_complete"] = 0
 
     @property
     def n_maps(self):
-        return self.file["maps"].shape[0]
+        """Maps completely written (a chunk counts once it is flushed)."""
+        return int(self.file.attrs.get("n_complete", 0))
+
+    def _truncate(self, n):
+        """Drop what a crash left of a chunk that was being written."""
+        for name in ("counts", "signal", "mask", "maps"):
+            self.file[name].resize(n, axis=0)
+        sources = self.file["sources"]
+        sources.resize(int(np.sum(sources["map_index"][()] < n)), axis=0)
 
     def append(self, maps, sources, counts, signal, mask):
         """Append a chunk of maps and flush it to disk."""
@@ -114,6 +124,8 @@ class SimulationWriter:
             m0 = f["sources"].shape[0]
             f["sources"].resize(m0 + len(sources), axis=0)
             f["sources"][m0:] = sources
+        f.flush()
+        f.attrs["n_complete"] = n0 + n
         f.flush()
 
     def close(self, complete=True):

@@ -1,0 +1,164 @@
+import subprocess
+import sys
+
+import astropy.units as u
+import numpy as np
+import pytest
+
+from gammapy_cnn.simulation import MapParameters, Scenario, SimulationTemplate, SourceParameters, simulate_with_gammapy
+from gammapy_cnn.simulation.batch import simulate_file
+from gammapy_cnn.simulation.io import SimulationReader, partial_path
+
+from .conftest import PROD5, require
+
+
+def _params(sources, livetime=300.0, norm=1.0, tilt=0.0):
+    return MapParameters(irf_index=0, pointing_ra=83.6, pointing_dec=22.0, livetime=livetime,
+                         background_norm=norm, background_tilt=tilt, background_gradient=0.0,
+                         gradient_angle=0.0, sources=sources)
+
+
+def test_scenario_sampling_respects_ranges():
+    scenario = Scenario.preset("default")
+    rng = np.random.default_rng(0)
+    draws = [scenario.sample(rng) for _ in range(300)]
+    livetimes = np.array([d.livetime for d in draws])
+    assert livetimes.min() >= 10 and livetimes.max() <= 1800
+    n_sources = np.array([len(d.sources) for d in draws])
+    assert set(n_sources) == {0, 1, 2, 3}
+    fluxes = np.array([s.flux for d in draws for s in d.sources])
+    assert fluxes.min() >= 0.02 and fluxes.max() <= 3
+    # log-uniform: as many maps below the geometric mean as above
+    assert 0.4 < np.mean(fluxes < np.sqrt(0.02 * 3)) < 0.6
+    offsets = np.array([np.hypot(s.lon, s.lat) for d in draws for s in d.sources])
+    assert offsets.max() <= 2.3 + 1e-9
+    for d in draws:
+        for i, a in enumerate(d.sources):
+            for b in d.sources[i + 1:]:
+                assert np.hypot(a.lon - b.lon, a.lat - b.lat) >= 0.2
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"unknown_key": 1}, "unknown_key"),
+    ({"source_flux": -0.5}, "source_flux"),
+    ({"source_flux": {"dist": "uniform", "min": -1, "max": 1}}, "source_flux"),
+    ({"source_offset": "3 deg"}, "source_offset"),
+    ({"livetime": "100 deg"}, "livetime"),
+    ({"livetime": {"dist": "uniform", "min": "10 s"}}, "livetime"),
+])
+def test_bad_scenario_names_field(data, field):
+    with pytest.raises(ValueError, match=field):
+        Scenario.from_dict(data)
+
+
+def test_scenario_yaml_round_trip():
+    scenario = Scenario.preset("original")
+    again = Scenario.from_yaml(scenario.to_yaml())
+    assert again == scenario
+
+
+def test_fast_sampler_matches_gammapy_expectations(template):
+    """The fast path's expectation maps equal gammapy's npred for the same scenario."""
+    params = _params([SourceParameters(0.8, -0.5, 1.0, 2.5, 0.0),
+                      SourceParameters(-1.2, 0.4, 0.5, 2.2, 0.1)], norm=1.1, tilt=0.1)
+    dataset = simulate_with_gammapy(template, params, seed=1)
+    sim = template.simulate(params, np.random.default_rng(1))
+    bkg_fast = template.background(params.livetime, 1.1, 0.1)
+    np.testing.assert_allclose(bkg_fast, dataset.npred_background().data, rtol=1e-6)
+    sig_g = dataset.npred_signal().data
+    np.testing.assert_allclose(sim.signal.sum(axis=(1, 2)), sig_g.sum(axis=(1, 2)), rtol=0.02, atol=0.05)
+    yy, xx = np.mgrid[:200, :200]
+    for src in sim.sources:
+        r = np.hypot(xx - src["x"], yy - src["y"]) * 0.025
+        for radius in (0.05, 0.1, 0.2, 0.4):
+            fast = sim.signal.sum(axis=0)[r < radius].sum()
+            slow = sig_g.sum(axis=0)[r < radius].sum()
+            assert fast == pytest.approx(slow, rel=0.05), radius
+
+
+def test_fast_sampler_statistically_agrees_with_fake(template):
+    """Poisson maps of both paths: total counts, aperture counts, radial profile."""
+    params = _params([SourceParameters(0.5, 0.5, 1.0, 2.5, 0.0)], livetime=200.0)
+    n = 8
+    fake = np.array([simulate_with_gammapy(template, params, seed=s).counts.data.sum(axis=0)
+                     for s in range(n)])
+    fast = np.array([template.simulate(params, np.random.default_rng(100 + s)).counts.sum(axis=0)
+                     for s in range(n)])
+    src = template.simulate(params, np.random.default_rng(0)).sources[0]
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(xx - src["x"], yy - src["y"]) * 0.025
+    for name, select in [("total", np.ones_like(r, bool)), ("aperture", r < 0.2)]:
+        a, b = fake[:, select].sum(axis=1), fast[:, select].sum(axis=1)
+        # difference of means within 4 sigma of Poisson noise
+        sigma = np.sqrt((a.mean() + b.mean()) / n)
+        assert abs(a.mean() - b.mean()) < 4 * sigma, name
+    edges = np.array([0, 0.05, 0.1, 0.2, 0.3, 0.5])
+    prof_a = np.array([fake[:, (r >= lo) & (r < hi)].sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    prof_b = np.array([fast[:, (r >= lo) & (r < hi)].sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    chi2 = np.sum((prof_a - prof_b) ** 2 / (prof_a + prof_b))
+    assert chi2 < 20.5  # 99.9% quantile of chi2 with 5 degrees of freedom
+
+
+def test_prod5_file(tmp_path):
+    template = SimulationTemplate(require(PROD5))
+    sim = template.simulate(_params([SourceParameters(0.0, 0.0, 1.0, 2.48, 0.0)], livetime=100.0),
+                            np.random.default_rng(0))
+    assert sim.counts.shape == (7, 200, 200)
+    # BACKGROUND.md: a 100 s, 1 Crab prod5 map holds ~3000-6500 background and ~270-400 source counts
+    bkg = template.background(100).sum()
+    assert 2000 < bkg < 8000
+    assert 100 < sim.sources[0]["npred"] < 600
+
+
+def test_file_round_trip_and_determinism(tmp_path, test_scenario):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    simulate_file(a, 20, scenario=test_scenario, seed=5, chunk_size=7, progress=False)
+    simulate_file(b, 20, scenario=test_scenario, seed=5, chunk_size=20, n_jobs=2, progress=False)
+    with SimulationReader(a) as ra, SimulationReader(b) as rb:
+        assert len(ra) == 20
+        np.testing.assert_array_equal(ra.counts(slice(None)), rb.counts(slice(None)))
+        np.testing.assert_array_equal(ra.signal(slice(None)), rb.signal(slice(None)))
+        np.testing.assert_array_equal(ra.maps, rb.maps)
+        for i in range(20):
+            src = ra.sources(i)
+            assert len(src) == ra.maps["n_sources"][i]
+            np.testing.assert_allclose(ra.signal(i).sum(), src["npred"].sum(), rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(ra.background(i).sum(), ra.maps["npred_background"][i], rtol=1e-5)
+        # the observed counts scatter around the truth
+        total = ra.counts(slice(None)).sum()
+        truth = ra.maps["npred_background"].sum() + ra.maps["npred_signal"].sum()
+        assert abs(total - truth) < 5 * np.sqrt(truth)
+        assert ra.attrs["seed"] == 5 and "livetime" in ra.attrs["scenario"]
+    assert not partial_path(a).exists()
+
+
+def test_interrupted_simulation_resumes(tmp_path):
+    out = tmp_path / "big.h5"
+    code = ("from gammapy_cnn.simulation.batch import simulate_file;"
+            f"simulate_file({str(out)!r}, 100000, seed=3, chunk_size=4, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    partial = partial_path(out)
+    import time
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(1)
+        if partial.exists():
+            import h5py
+
+            try:
+                with h5py.File(partial, "r", locking=False) as f:
+                    if f["maps"].shape[0] >= 8:
+                        break
+            except OSError:
+                continue
+    proc.kill()
+    proc.wait()
+    assert not out.exists() and partial.exists()
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        SimulationReader(out)
+    simulate_file(out, 12, seed=3, chunk_size=4, resume=True, progress=False)
+    reference = tmp_path / "ref.h5"
+    simulate_file(reference, 12, seed=3, chunk_size=4, progress=False)
+    with SimulationReader(out) as r1, SimulationReader(reference) as r2:
+        np.testing.assert_array_equal(r1.counts(slice(None)), r2.counts(slice(None)))
