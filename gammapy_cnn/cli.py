@@ -58,6 +58,21 @@ def load_scenario(scenario):
     return Scenario.preset(scenario)
 
 
+@cli.command()
+@click.option("--output", type=click.Path(dir_okay=False), default="gammapy-cnn-demo.png",
+              show_default=True, help="Figure to write.")
+@click.option("--seed", type=int, default=None, help="Seed (default: a new sky each time).")
+@click.option("--flux", type=float, default=0.5, show_default=True, help="Source flux [Crab].")
+@click.option("--livetime", default="100 s", show_default=True, help="Observation livetime.")
+def demo(output, seed, flux, livetime):
+    """Find an unknown source in a simulated 100 s CTAO observation."""
+    import astropy.units as u
+
+    from .demo import run_demo
+
+    run_demo(output=output, seed=seed, flux=flux, livetime=u.Quantity(livetime))
+
+
 @cli.group()
 def train():
     """Train a network from a YAML recipe (see gammapy_cnn/networks/recipes)."""
@@ -108,6 +123,83 @@ def fine_tune(kind, base, data, output, epochs, learning_rate, freeze, resume):
     card = run_fine_tune(kind, data, output, base=base, epochs=epochs,
                          learning_rate=learning_rate, freeze=list(freeze), resume=resume)
     click.echo(f"wrote {output} (sha256 {card['sha256'][:12]}...) and its model card")
+
+
+@cli.command("find")
+@click.argument("events", type=click.Path(exists=True))
+@click.option("--obs-id", "obs_ids", type=int, multiple=True,
+              help="Observation id to analyse (repeat). Default: all in the data store.")
+@click.option("--duration", help="Window length with a unit, e.g. 100s. Default: whole runs.")
+@click.option("--step", help="Offset between window starts, e.g. 50s. Default: half the duration.")
+@click.option("--stack", is_flag=True, help="Without --duration: stack all runs into one map.")
+@click.option("--output", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for candidates.ecsv, candidates_windows.ecsv and candidates.reg.")
+@click.option("--finder", "finder_name", default="default", show_default=True,
+              help="Shipped finder network name or .keras file.")
+@click.option("--cleaner", "cleaner_name", default="default", show_default=True,
+              help="Shipped background network name or .keras file.")
+@click.option("--threshold", type=float, help="Minimum score. Default: the network's calibrated one.")
+@click.option("--max-candidates", type=click.IntRange(min=1), default=50, show_default=True,
+              help="At most this many candidates per window, best first.")
+@click.option("--energy-min", help="Lower energy cut, e.g. 0.3TeV, or 'safe' (each run's threshold).")
+@click.option("--energy-max", help="Upper energy cut, e.g. 100TeV.")
+@click.option("--offset-max", default="2.5deg", show_default=True,
+              help="Mask pixels farther than this from the pointing.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_name, threshold,
+         max_candidates, energy_min, energy_max, offset_max, overwrite):
+    """Find sources in sliding time windows of DL3 runs, window after window.
+
+    EVENTS is a DL3 data store folder or a single event file. Candidates are
+    printed as each window is processed, then written to --output.
+    """
+    import astropy.units as u
+
+    from .data import read_observations
+    from .finders import CNNSourceFinder
+    from .realtime import RealtimeResult, find_in_windows, parse_quantity
+
+    def quantity(text, unit, option):
+        if text is None:
+            return None
+        try:
+            return parse_quantity(text, unit, option)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=option) from None
+
+    duration_q = quantity(duration, u.s, "--duration")
+    step_q = quantity(step, u.s, "--step")
+    if step_q is not None and duration_q is None:
+        raise click.BadParameter("--step needs --duration", param_hint="--step")
+    if stack and duration_q is not None:
+        raise click.BadParameter("--stack is for whole runs; drop --duration", param_hint="--stack")
+    e_min = "safe" if energy_min == "safe" else quantity(energy_min, u.TeV, "--energy-min")
+    e_max = quantity(energy_max, u.TeV, "--energy-max")
+    offset = quantity(offset_max, u.deg, "--offset-max")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise click.BadParameter(f"a score between 0 and 1, got {threshold}", param_hint="--threshold")
+
+    try:
+        observations = read_observations(events, list(obs_ids) or None)
+        finder = CNNSourceFinder(network=finder_name, background=cleaner_name, threshold=threshold,
+                                 max_candidates=max_candidates)
+        windows = []
+        for window in find_in_windows(observations, finder, duration_q, step_q, stack=stack,
+                                      energy_min=e_min, energy_max=e_max, offset_max=offset):
+            click.echo(window.describe())
+            for line in window.candidate_lines():
+                click.echo(line)
+            windows.append(window)
+        meta = {"finder": str(finder_name), "cleaner": str(cleaner_name),
+                "threshold": finder.threshold, "events": str(events)}
+        result = RealtimeResult(windows, meta=meta)
+        paths = result.write(output, overwrite=overwrite)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    n_candidates = sum(len(w.candidates) for w in windows)
+    click.echo(f"{len(windows)} window(s), {n_candidates} candidate(s); median latency "
+               f"{result.median_latency.to_value('s'):.3f} s per window")
+    click.echo(f"wrote {paths['candidates']}, {paths['windows']} and {paths['regions']}")
 
 
 def main():
