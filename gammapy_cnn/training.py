@@ -18,7 +18,7 @@ from typing import Literal, Optional
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from . import __version__
 from .networks import quiet_tensorflow, sha256
@@ -58,11 +58,11 @@ class TrainingConfig(BaseModel):
     kind: Literal["cleaner", "finder"]
     architecture: Literal["default", "seed"] = "default"
     data: Optional[str] = None
-    epochs: int = 10
-    batch_size: int = 32
-    steps_per_epoch: Optional[int] = None
-    validation_fraction: float = 0.1
-    learning_rate: float = 2e-3
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    steps_per_epoch: Optional[PositiveInt] = None
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    learning_rate: PositiveFloat = 2e-3
     seed: int = 0
     augment: bool = True
     base: Optional[str] = None
@@ -453,6 +453,70 @@ def fine_tune(kind, data, output, base="default", epochs=5, learning_rate=3e-4, 
                             learning_rate=learning_rate, freeze=list(freeze),
                             batch_size=batch_size, seed=seed)
     return train(config, output, data=data, resume=resume, verbose=verbose)
+
+
+def calibrate_finder(network, data, background="default", match_radius=0.15, target_rate=0.02,
+                     max_maps=None, progress=True):
+    """Measure the false-alarm rate of a finder network's scores and store it in its card.
+
+    Runs `~gammapy_cnn.CNNSourceFinder` at a low threshold on simulated maps
+    held out from training; a candidate farther than ``match_radius`` (deg)
+    from every true source is false. The card gets ``calibration``: scores and
+    false candidates per field with at least that score, and
+    ``default_threshold``, the lowest score at which that rate is at most
+    ``target_rate``.
+
+    Returns
+    -------
+    calibration : dict
+    """
+    from astropy.coordinates import SkyCoord
+    from gammapy.datasets import MapDataset
+    from gammapy.maps import Map, MapAxis, WcsGeom
+    from tqdm.auto import tqdm
+
+    from .finders import CNNSourceFinder
+
+    finder = CNNSourceFinder(network=network, background=background, threshold=0.05,
+                             max_candidates=100)
+    reader = SimulationReader(data)
+    n = len(reader) if max_maps is None else min(len(reader), max_maps)
+    energy = MapAxis.from_energy_edges(reader.energy_edges, unit="TeV", name="energy")
+    npix = reader.counts(0).shape[-1]
+    false_scores, true_scores = [], []
+    for i in tqdm(range(n), disable=not progress, desc="calibrate"):
+        row = reader.maps[i]
+        geom = WcsGeom.create(skydir=(row["pointing_ra"], row["pointing_dec"]), npix=npix,
+                              binsz=reader.binsz, frame="icrs", proj="TAN", axes=[energy])
+        dataset = MapDataset(counts=Map.from_geom(geom, data=reader.counts(i).astype(float)))
+        table = finder.run(dataset)
+        truth = reader.sources(i)
+        if len(table) == 0:
+            continue
+        cand = SkyCoord(table["RA"], table["DEC"], unit="deg")
+        if len(truth):
+            sep = cand[:, None].separation(SkyCoord(truth["ra"], truth["dec"], unit="deg")[None, :])
+            matched = (sep.deg < match_radius).any(axis=1)
+        else:
+            matched = np.zeros(len(table), bool)
+        false_scores.extend(table["score"][~matched])
+        true_scores.extend(table["score"][matched])
+    reader.close()
+    scores = np.linspace(0.05, 1.0, 96)
+    false_scores = np.asarray(false_scores)
+    rate = np.array([(false_scores >= s).sum() / n for s in scores])
+    ok = np.nonzero(rate <= target_rate)[0]
+    threshold = float(scores[ok[0]]) if len(ok) else 1.0
+    calibration = dict(
+        score=scores.round(4).tolist(), false_per_field=rate.round(5).tolist(),
+        default_threshold=threshold, target_false_per_field=target_rate, n_fields=int(n),
+        match_radius_deg=match_radius, data=Path(data).name,
+        n_true_candidates_above_threshold=int((np.asarray(true_scores) >= threshold).sum()),
+    )
+    path = finder.network.path
+    card = dict(finder.network.card, calibration=calibration)
+    write_card(path, card)
+    return calibration
 
 
 def write_card(network_path, card):

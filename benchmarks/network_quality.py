@@ -1,0 +1,151 @@
+"""Quality and speed of the shipped networks on held-out simulations (model-card metrics).
+
+Usage::
+
+    python benchmarks/network_quality.py --irf default-z20 --n 300 --output docs/results/networks_default-z20.json
+
+Simulates a held-out set (seed disjoint from training) with controlled fluxes
+(0, 0.1, 0.3, 1, 3 Crab) and exposures (10 s, 100 s, 1800 s), one source per
+field or none, and measures for each cleaner network:
+
+- total background in the mask / true expectation (median, per flux class);
+- aperture (0.2 deg) excess / true signal - 1 (median, per flux and exposure);
+- empty fields: signed Cash significance of (N, B) in random 0.1 deg apertures (mean, std);
+
+and for each finder network: 68%/95% containment of the matched candidate's error,
+completeness per flux and exposure, false candidates per field; plus wall time.
+Comparisons with gammapy's own methods are in ``gammapy-cnn benchmark``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from gammapy.datasets import MapDataset
+from gammapy.maps import Map
+from gammapy.stats import CashCountsStatistic
+
+from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
+from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
+
+FLUXES = [0.0, 0.1, 0.3, 1.0, 3.0]
+LIVETIMES = [10.0, 100.0, 1800.0]
+APERTURE = 0.2  # deg
+MATCH = 0.3  # deg
+
+
+def held_out_maps(irf, n, seed):
+    template = SimulationTemplate(irf)
+    rng = np.random.default_rng([seed, 99])
+    for i in range(n):
+        flux = FLUXES[i % len(FLUXES)]
+        livetime = LIVETIMES[(i // len(FLUXES)) % len(LIVETIMES)]
+        off, ang = rng.uniform(0, 2.0), rng.uniform(0, 2 * np.pi)
+        sources = [SourceParameters(off * np.cos(ang), off * np.sin(ang), flux, 2.5, 0.0)] if flux else []
+        params = MapParameters(0, float(rng.uniform(0, 360)), float(rng.uniform(-50, 50)), livetime,
+                               float(rng.uniform(0.85, 1.15)), float(rng.uniform(-0.1, 0.1)), 0.0, 0.0,
+                               sources)
+        sim = template.simulate(params, rng)
+        geom = template.geom(SkyCoord(params.pointing_ra, params.pointing_dec, unit="deg"))
+        dataset = MapDataset(counts=Map.from_geom(geom, data=sim.counts.astype(float)), name=f"m{i}")
+        truth = dict(flux=flux, livetime=livetime, sources=sim.sources, signal=sim.signal.sum(axis=0),
+                     background=template.background(livetime, params.background_norm,
+                                                    params.background_tilt).sum(axis=0))
+        yield dataset, truth
+
+
+def signed_cash(n_on, mu_bkg):
+    stat = CashCountsStatistic(n_on=n_on, mu_bkg=np.maximum(mu_bkg, 1e-9))
+    return np.sign(n_on - mu_bkg) * stat.sqrt_ts
+
+
+def evaluate(irf, n, seed, cleaners, finders):
+    maps = list(held_out_maps(irf, n, seed))
+    yy, xx = np.mgrid[:200, :200]
+    rng = np.random.default_rng(seed)
+    results = {"irf": str(irf), "n_maps": n, "seed": seed, "cleaner": {}, "finder": {}}
+    for name in cleaners:
+        maker = CNNBackgroundMaker(network=name)
+        maker.run(maps[0][0])
+        ratio, excess, empty_sig, times = {}, {}, [], []
+        for dataset, truth in maps:
+            t0 = time.perf_counter()
+            bkg = maker.run(dataset).background.data.sum(axis=0)
+            times.append(time.perf_counter() - t0)
+            counts = dataset.counts.data.sum(axis=0)
+            key = str(truth["flux"])
+            ratio.setdefault(key, []).append(bkg.sum() / truth["background"].sum())
+            for src in truth["sources"]:
+                ap = np.hypot(xx - src["x"], yy - src["y"]) * 0.025 < APERTURE
+                k = f"{truth['flux']}|{truth['livetime']:.0f}"
+                excess.setdefault(k, []).append((counts[ap] - bkg[ap]).sum() / truth["signal"][ap].sum() - 1)
+            if not truth["sources"]:
+                for _ in range(20):
+                    cx, cy = rng.uniform(20, 180, 2)
+                    ap = np.hypot(xx - cx, yy - cy) * 0.025 < 0.1
+                    empty_sig.append(signed_cash(counts[ap].sum(), bkg[ap].sum()))
+        results["cleaner"][name] = dict(
+            background_ratio_median={k: float(np.median(v)) for k, v in ratio.items()},
+            aperture_excess_bias_median={k: float(np.median(v)) for k, v in excess.items()},
+            empty_field_significance_mean=float(np.mean(empty_sig)),
+            empty_field_significance_std=float(np.std(empty_sig)),
+            run_ms_p50=float(1e3 * np.median(times)),
+        )
+    for name in finders:
+        finder = CNNSourceFinder(network=name, background=name if name == "seed" else "default")
+        finder.run(maps[0][0])
+        errors, found, false, times = {}, {}, [], []
+        for dataset, truth in maps:
+            t0 = time.perf_counter()
+            table = finder.run(dataset)
+            times.append(time.perf_counter() - t0)
+            cand = SkyCoord(table["RA"], table["DEC"], unit="deg") if len(table) else None
+            matched = np.zeros(len(table), bool)
+            for src in truth["sources"]:
+                k = f"{truth['flux']}|{truth['livetime']:.0f}"
+                hit = False
+                if cand is not None:
+                    sep = cand.separation(SkyCoord(src["ra"], src["dec"], unit="deg")).deg
+                    j = int(np.argmin(sep))
+                    if sep[j] < MATCH:
+                        hit, matched[j] = True, True
+                        errors.setdefault(k, []).append(float(sep[j]))
+                found.setdefault(k, []).append(hit)
+            false.append(int((~matched).sum()) if name != "seed" else 0)
+        results["finder"][name] = dict(
+            containment_68_deg={k: float(np.quantile(v, 0.68)) for k, v in errors.items() if len(v) >= 5},
+            containment_95_deg={k: float(np.quantile(v, 0.95)) for k, v in errors.items() if len(v) >= 5},
+            completeness={k: float(np.mean(v)) for k, v in found.items()},
+            false_per_field=float(np.mean(false)),
+            run_ms_p50=float(1e3 * np.median(times)),
+        )
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--irf", default="default-z20")
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=424242)
+    parser.add_argument("--cleaners", nargs="+", default=["default", "seed"])
+    parser.add_argument("--finders", nargs="+", default=["default", "seed"])
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    results = evaluate(args.irf, args.n, args.seed, args.cleaners, args.finders)
+    results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    results["command"] = "python benchmarks/network_quality.py " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items())
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, args.output)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
