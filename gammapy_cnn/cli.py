@@ -202,6 +202,46 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_na
     click.echo(f"wrote {paths['candidates']}, {paths['windows']} and {paths['regions']}")
 
 
+@cli.command()
+@click.option("--irf", help="IRF name or GADF file. Default: the scenario's (default-z20).")
+@click.option("--n", "n_maps", type=int, help="Number of test maps. Default 300 (12 with --quick).")
+@click.option("--quick", is_flag=True, help="Few maps, TS map and fits on 2 maps: a smoke run.")
+@click.option("--output", type=click.Path(file_okay=False), default="benchmark", show_default=True,
+              help="Directory for the Markdown, ECSV tables and figures.")
+@click.option("--seed", type=int, default=20261125, show_default=True,
+              help="Seed of the held-out test set (the training seeds are refused).")
+@click.option("--cleaner", "cleaners", multiple=True,
+              help="Background network, shipped name or .keras file; repeat. Default: default, seed.")
+@click.option("--finder", "finders", multiple=True,
+              help="Finder network, shipped name or .keras file; repeat. Default: default, seed.")
+@click.option("--n-slow", type=int,
+              help="Maps with the TS map and the likelihood fits. Default 30 (2 with --quick).")
+@click.option("--format", "stdout_format", type=click.Choice(["markdown", "ecsv"]),
+              default="markdown", show_default=True, help="Format of the tables on stdout.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def benchmark(irf, n_maps, quick, output, seed, cleaners, finders, n_slow, stdout_format, progress):
+    """Compare the CNN methods with gammapy's (ring, FoV, TS map, fit) on held-out simulations."""
+    import io
+    import shlex
+
+    from .benchmark import run_benchmark
+
+    command = shlex.join(["gammapy-cnn"] + sys.argv[1:])
+    result = run_benchmark(
+        n=n_maps, irf=irf, seed=seed, quick=quick, cleaners=cleaners or ("default", "seed"),
+        finders=finders or ("default", "seed"), n_slow=n_slow, output=output, progress=progress,
+        command=command,
+    )
+    if stdout_format == "markdown":
+        click.echo(result.to_markdown())
+    else:
+        for name in result.SUMMARIES:
+            buffer = io.StringIO()
+            result.tables[name].write(buffer, format="ascii.ecsv")
+            click.echo(f"# table: {name}\n{buffer.getvalue()}")
+    click.echo(f"wrote the tables (Markdown, ECSV) and figures to {output}", err=True)
+
+
 def main():
     try:
         cli(standalone_mode=True)
