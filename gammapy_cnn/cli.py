@@ -180,6 +180,7 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_na
         raise click.BadParameter(f"a score between 0 and 1, got {threshold}", param_hint="--threshold")
 
     try:
+        RealtimeResult.output_paths(output, overwrite=overwrite)  # fail before the run, not after
         observations = read_observations(events, list(obs_ids) or None)
         finder = CNNSourceFinder(network=finder_name, background=cleaner_name, threshold=threshold,
                                  max_candidates=max_candidates)

@@ -362,17 +362,9 @@ class RealtimeResult:
                 out.append(region)
         return Regions(out)
 
-    def write(self, directory, prefix="candidates", overwrite=False):
-        """Write the candidates (ECSV), the windows (ECSV) and the regions (DS9), atomically.
-
-        Parameters
-        ----------
-        directory : str or `~pathlib.Path`
-            Output folder, created if needed.
-        prefix : str, optional
-            File name stem. Default is ``"candidates"``.
-        overwrite : bool, optional
-            Replace existing files. Default is False.
+    @staticmethod
+    def output_paths(directory, prefix="candidates", overwrite=False):
+        """Paths `write` would write, checked (call it before a long run to fail early).
 
         Returns
         -------
@@ -396,7 +388,32 @@ class RealtimeResult:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
                 raise ValueError(f"output files exist: {existing}; use overwrite=True.")
-        directory.mkdir(parents=True, exist_ok=True)
+        return paths
+
+    def write(self, directory, prefix="candidates", overwrite=False):
+        """Write the candidates (ECSV), the windows (ECSV) and the regions (DS9), atomically.
+
+        Parameters
+        ----------
+        directory : str or `~pathlib.Path`
+            Output folder, created if needed.
+        prefix : str, optional
+            File name stem. Default is ``"candidates"``.
+        overwrite : bool, optional
+            Replace existing files. Default is False.
+
+        Returns
+        -------
+        paths : dict
+            ``{"candidates": Path, "windows": Path, "regions": Path}``.
+
+        Raises
+        ------
+        ValueError
+            If ``directory`` is a file, or a file exists and ``overwrite`` is False.
+        """
+        paths = self.output_paths(directory, prefix, overwrite)
+        Path(directory).expanduser().mkdir(parents=True, exist_ok=True)
         _write_atomic(paths["candidates"], _ecsv_text(self.candidates))
         _write_atomic(paths["windows"], _ecsv_text(self.windows_table))
         text = self.regions().serialize(format="ds9") if any(

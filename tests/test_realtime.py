@@ -265,6 +265,13 @@ def test_cli_errors(tmp_path):
         assert result.exit_code != 0, args
         assert message in result.output, (args, result.output)
     assert not (tmp_path / "o").exists()
+    # existing outputs are refused before any window is processed (no network is even loaded)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "candidates.reg").write_text("old")
+    result = runner.invoke(cli, ["find", str(path), "--output", str(tmp_path / "o"),
+                                 "--finder", str(tmp_path / "missing.keras")])
+    assert result.exit_code != 0 and "output files exist" in result.output
+    assert (tmp_path / "o" / "candidates.reg").read_text() == "old"
 
 
 # --------------------------------------------------------------------------
