@@ -85,6 +85,7 @@ __all__ = [
     "match_candidates",
     "containment_radius",
     "table_to_markdown",
+    "pivot_localisation",
 ]
 
 log = logging.getLogger(__name__)
@@ -649,7 +650,15 @@ class BenchmarkResult:
                       "(ring for background, ring+excess for detection)",
         }
         for name in self.SUMMARIES:
-            lines += [f"## {name}", "", captions[name], "", table_to_markdown(self.tables[name]), ""]
+            lines += [f"## {name}", "", captions[name], ""]
+            if name == "localisation" and len(self.tables[name]):
+                # the long table is in localisation.ecsv; one pivot per quantity reads better
+                for quantity in ("n_sources", "completeness", "r68", "r95"):
+                    for column in ("flux", "livetime"):
+                        pivot = pivot_localisation(self.tables[name], column, quantity)
+                        lines += [f"{quantity} per {column}:", "", table_to_markdown(pivot), ""]
+            else:
+                lines += [table_to_markdown(self.tables[name]), ""]
         return "\n".join(lines)
 
     def write(self, output):
@@ -664,6 +673,23 @@ class BenchmarkResult:
                 table.write(tmp, format="ascii.ecsv", overwrite=True)
             paths.append(path)
         return paths + write_figures(self, output)
+
+
+def pivot_localisation(table, column, quantity):
+    """One row per method, one column per bin of ``column`` (flux or livetime), of ``quantity``."""
+    sel = table[table["bin"] == column]
+    values = sorted(set(np.asarray(sel["value"], float)))
+    unit = {"flux": "Crab", "livetime": "s"}.get(column, "")
+    rows = []
+    for method in dict.fromkeys(sel["method"]):
+        row = {"method": str(method)}
+        for value in values:
+            hit = sel[(sel["method"] == method) & (sel["value"] == value)]
+            row[f"{value:g} {unit}".strip()] = float(hit[quantity][0]) if len(hit) else np.nan
+        rows.append(row)
+    out = Table(rows=rows, names=list(rows[0])) if rows else Table()
+    out.meta["quantity"] = quantity
+    return out
 
 
 def table_to_markdown(table, digits=3):

@@ -78,6 +78,7 @@ def test_quick_run_every_method(tiny_networks, tmp_path):
     for method in fast + slow + ["aperture-onoff", "fov"]:
         assert f"| {method} |" in text
     assert "cores" in text and str(BENCHMARK_SEED) in text
+    assert "completeness per flux:" in text and "r68 per livetime:" in text
 
 
 def test_cli(tiny_networks, tmp_path):
