@@ -243,6 +243,35 @@ def benchmark(irf, n_maps, quick, output, seed, cleaners, finders, n_slow, stdou
     click.echo(f"wrote the tables (Markdown, ECSV) and figures to {output}", err=True)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Output folder. Default: the config's general.outdir.")
+@click.option("--overwrite", is_flag=True, help="Replace products already in the output folder.")
+@click.option("--steps", help="Comma-separated steps (default: observations,datasets,find-sources).")
+@click.option("--figure/--no-figure", default=True, show_default=True, help="Write summary.png.")
+def analysis(config, output, overwrite, steps, figure):
+    """Run a gammapy analysis config with CNN background and source finding.
+
+    CONFIG is a gammapy AnalysisConfig YAML that may use `background: method:
+    cnn` and a `cnn:` section (see examples/configs). Writes the datasets, the
+    candidates (ECSV, DS9 regions, seed models) and a summary figure.
+    """
+    from .analysis import CNNAnalysis, CNNAnalysisConfig
+
+    cfg = CNNAnalysisConfig.read(config)
+    start = time.perf_counter()
+    result = CNNAnalysis(cfg)
+    result.run(steps.split(",") if steps else None)
+    try:
+        paths = result.write(output or cfg.general.outdir, overwrite=overwrite, figure=figure)
+    except (FileExistsError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    n = "no" if result.candidates is None else len(result.candidates)
+    click.echo(f"{n} candidate(s) in {time.perf_counter() - start:.1f} s; wrote "
+               + ", ".join(str(p) for p in paths.values()))
+
+
 def main():
     try:
         cli(standalone_mode=True)
