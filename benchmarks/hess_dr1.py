@@ -132,7 +132,9 @@ def reduce_irf(observations, center, e_min, name):
         in_range = geom.axes["energy"].edges[:-1] >= lo * (1 - 1e-6)
         dataset.mask_safe.data &= in_range[:, None, None]
         if stacked is None:
-            stacked = dataset
+            # a copy: the maker's dataset shares the observation's GTI object, which
+            # MapDataset.stack would extend in place (the run would then look twice as long)
+            stacked = dataset.copy(name=name)
         else:
             stacked.stack(dataset)
     REDUCE_SECONDS.append((time.perf_counter() - start) / len(observations))
@@ -163,7 +165,8 @@ def ring_peaks(image):
         result = ExcessMapEstimator(correlation_radius=RING["correlation_radius"],
                                     selection_optional=[]).run(onoff)
         sqrt_ts = result["sqrt_ts"].sum_over_axes(keepdims=False)
-        sqrt_ts.data = np.nan_to_num(sqrt_ts.data * image.mask_safe_image.data[0], nan=0.0)
+        mask = np.asarray(image.mask_safe_image.data, dtype=bool).reshape(sqrt_ts.data.shape)
+        sqrt_ts.data = np.nan_to_num(sqrt_ts.data * mask, nan=0.0)
         peaks = find_peaks(sqrt_ts, threshold=RING["threshold"], min_distance=MATCH_RADIUS)
     if len(peaks) == 0:
         peaks = Table({"ra": np.zeros(0), "dec": np.zeros(0), "value": np.zeros(0)})
