@@ -595,7 +595,14 @@ def write_report(path, results, off, finder, args, seconds, latencies):
              f"reading its events): {np.median(latencies['cnn']):.3f} s over {len(latencies['cnn'])} windows. "
              f"Ring + excess map + find_peaks per window, given the run's IRF maps: "
              f"{np.median(latencies['ring']):.3f} s (the IRF reduction costs "
-             f"{np.median(latencies['reduce']):.1f} s per run and is not included).", ""]
+             f"{np.median(latencies['reduce']):.1f} s per run and is not included). Timings are wall-clock "
+             "on a shared machine (see the load average above).", "",
+             "The same real-time loop from the command line (candidates printed window after window, "
+             "ECSV + DS9 written at the end, median latency reported):", "",
+             "```",
+             "gammapy-cnn find ../shared/data/hess-dl3-dr1 --obs-id 33790 --duration 100s --step 100s \\",
+             "    --energy-min safe --output hess_33790",
+             "```", ""]
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text("\n".join(text))
