@@ -10,7 +10,7 @@ from gammapy.modeling.models import FoVBackgroundModel, Models
 from scipy.ndimage import binary_dilation, gaussian_filter
 
 from .networks import load_network
-from .preprocessing import NativeGrid, counts_image, normalise, pad, seed_stretch
+from .preprocessing import MIN_NATIVE_PIXELS, NativeGrid, counts_image, normalise, pad, seed_stretch
 
 __all__ = ["CNNBackgroundMaker"]
 
@@ -36,7 +36,11 @@ class CNNBackgroundMaker(Maker):
     Maps of any WCS geometry are accepted: the counts are resampled to the
     network's native 0.025 deg pixels when needed and the estimate is
     resampled back, conserving counts. The network is fully convolutional, so
-    any map size works.
+    any map shape works, from 0.8 x 0.8 deg up to 4096 x 4096 input pixels
+    (`~gammapy_cnn.preprocessing.MAX_PIXELS`); maps wider than 1408 native
+    pixels run in overlapping tiles, with the same result and bounded memory.
+    Pixels must be square and at most 0.2 deg. All-zero counts give a flat
+    background of half a count in total.
 
     For a dataset with an energy axis, the network sees the counts summed over
     the energy bins inside ``mask_safe``; the background in each energy bin is
@@ -93,12 +97,24 @@ class CNNBackgroundMaker(Maker):
         """
         counts = np.asarray(counts, dtype=np.float64)
         mask = np.asarray(mask, dtype=bool)
+        if counts.ndim != 3 or counts.shape != mask.shape:
+            raise ValueError(f"counts and mask must both be (n, ny, nx) arrays, got shapes "
+                             f"{counts.shape} and {mask.shape}")
+        if min(counts.shape[1:]) < MIN_NATIVE_PIXELS:
+            raise ValueError(f"images of {counts.shape[1:]} pixels are too small: at least "
+                             f"{MIN_NATIVE_PIXELS} native pixels on each side")
+        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+            raise ValueError("counts must be finite and non-negative")
         if self.network.architecture == "seed":
             return self._estimate_seed(counts, mask)
         x, level = normalise(counts, mask)
         x, window = pad(x)
         relative = self.network.predict(x, batch_size=self.batch_size)[..., 0]
         background = relative[(slice(None),) + window] * level[:, None, None] * mask
+        # Without a single count the network has nothing to see: the estimate is
+        # flat at the prior level (half a count over the valid pixels).
+        empty = counts.sum(axis=(1, 2)) == 0
+        background[empty] = level[empty, None, None] * mask[empty]
         sigma = (0, CLEAN_SMOOTHING_PIXELS, CLEAN_SMOOTHING_PIXELS)
         cleaned = gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
         return background, cleaned

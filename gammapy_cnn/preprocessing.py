@@ -12,6 +12,8 @@ from 0.01 to 100 counts per pixel (10 s to several hours). Outputs are
 relative to the level and multiplied back: the counts scale is never lost.
 """
 
+import warnings
+
 import astropy.units as u
 import numpy as np
 from gammapy.datasets import MapDataset
@@ -37,6 +39,10 @@ BACKGROUND_STRIDE = 8
 NATIVE_BINSZ = 0.025 * u.deg
 MAX_BINSZ = 0.2 * u.deg
 MIN_NATIVE_PIXELS = 32
+#: Largest map accepted (pixels of the input image); larger maps must be cut first.
+MAX_PIXELS = 4096**2
+#: Energy range of the training simulations (scenario geometry).
+TRAINING_ENERGY_RANGE = u.Quantity([0.03, 100], "TeV")
 SEED_SMOOTHING_PIXELS = 5
 
 
@@ -64,8 +70,17 @@ def counts_image(dataset):
         raise ValueError(
             f"dataset {dataset.name!r} has a {type(geom).__name__}; the CNN needs a WCS map geometry"
         )
-    if geom.is_allsky or geom.data_shape[-1] * geom.data_shape[-2] > 4096**2:
-        raise ValueError(f"dataset {dataset.name!r}: map of {geom.data_shape[-2:]} pixels is too large")
+    if geom.is_allsky or geom.data_shape[-1] * geom.data_shape[-2] > MAX_PIXELS:
+        raise ValueError(
+            f"dataset {dataset.name!r}: map of {geom.data_shape[-2:]} pixels is too large (all-sky or "
+            f"more than {MAX_PIXELS} pixels); cut it into smaller maps"
+        )
+    unit = dataset.counts.unit
+    if unit not in (u.dimensionless_unscaled, u.ct):
+        raise ValueError(f"dataset {dataset.name!r}: counts must be dimensionless numbers of events, "
+                         f"got unit {unit!r}")
+    if "energy" in geom.axes.names:
+        _check_energy(geom.axes["energy"].edges, dataset.name)
     data = np.asarray(dataset.counts.data, dtype=float)
     if data.ndim == 2:
         data = data[None]
@@ -84,6 +99,20 @@ def counts_image(dataset):
     if not mask_2d.any():
         raise ValueError(f"dataset {dataset.name!r}: the safe mask is False everywhere")
     return (data * mask).sum(axis=0), mask_2d
+
+
+def _check_energy(edges, name):
+    if not edges.unit.is_equivalent(u.TeV):
+        raise ValueError(f"dataset {name!r}: its energy axis is in {edges.unit!r}, not an energy unit")
+    low, high = TRAINING_ENERGY_RANGE
+    if edges.max() <= low or edges.min() >= high:
+        # Not an error: the spatial shapes may still be right, but nothing was learned there.
+        warnings.warn(
+            f"dataset {name!r}: its energy range {edges.min().to('TeV'):.3g} - "
+            f"{edges.max().to('TeV'):.3g} does not overlap the {low:.3g} - {high:.3g} the networks "
+            "were trained on; the estimate is an extrapolation",
+            UserWarning, stacklevel=4,
+        )
 
 
 def normalise(counts, mask):

@@ -65,6 +65,16 @@ class Network:
     path : `~pathlib.Path`
     """
 
+    #: Images with a side longer than ``tile_size + 2 * tile_margin`` pixels run
+    #: in tiles, so memory does not grow with the map (the default networks are
+    #: fully convolutional).
+    tile_size = 1024
+    #: Overlap of the tiles on each side, in pixels: more than the radius of the
+    #: default networks' receptive field (~170 pixels), so tiling changes nothing.
+    tile_margin = 192
+    #: Pixels per network call at most (batch size times image pixels).
+    max_batch_pixels = 64 * 256**2
+
     def __init__(self, model, card, path=None):
         self.model = model
         self.card = card
@@ -76,12 +86,56 @@ class Network:
         return self.card["architecture"]
 
     def predict(self, x, batch_size=64):
-        """Run the network on a batch (numpy in, numpy out), deterministically."""
+        """Run the network on a batch (numpy in, numpy out), deterministically.
+
+        ``x`` is (n, ny, nx, channels). Large images (sides multiple of
+        `~gammapy_cnn.preprocessing.PAD_MULTIPLE`) are run tile by tile with
+        an overlap wider than the receptive field, so the result is that of a
+        single call and memory stays bounded.
+        """
+        from ..preprocessing import PAD_MULTIPLE
+
+        ny, nx = x.shape[1:3]
+        if (self.architecture != "seed" and max(ny, nx) > self.tile_size + 2 * self.tile_margin
+                and ny % PAD_MULTIPLE == 0 and nx % PAD_MULTIPLE == 0
+                and self.tile_size % PAD_MULTIPLE == 0 and self.tile_margin % PAD_MULTIPLE == 0):
+            return self._predict_tiled(x)
+        return self._predict_batches(x, batch_size)
+
+    def _predict_tiled(self, x):
+        import numpy as np
+
+        n, ny, nx = x.shape[:3]
+        core, margin = self.tile_size, self.tile_margin
+        full = None
+        for y0 in range(0, ny, core):
+            for x0 in range(0, nx, core):
+                y1, x1 = min(y0 + core, ny), min(x0 + core, nx)
+                ys = slice(max(y0 - margin, 0), min(y1 + margin, ny))
+                xs = slice(max(x0 - margin, 0), min(x1 + margin, nx))
+                out = self._predict_batches(x[:, ys, xs], batch_size=1)
+                parts = out if isinstance(out, dict) else {"": out}
+                if full is None:
+                    # input pixels per output pixel, per output (the finder's heatmap is coarser)
+                    stride = {k: (ys.stop - ys.start) // v.shape[1] for k, v in parts.items()}
+                    full = {k: np.empty((n, ny // stride[k], nx // stride[k]) + v.shape[3:], v.dtype)
+                            for k, v in parts.items()}
+                for k, v in parts.items():
+                    s = stride[k]
+                    full[k][:, y0 // s : y1 // s, x0 // s : x1 // s] = v[
+                        :, (y0 - ys.start) // s : (y1 - ys.start) // s,
+                        (x0 - xs.start) // s : (x1 - xs.start) // s]
+        return full if not isinstance(out, np.ndarray) else full[""]
+
+    def _predict_batches(self, x, batch_size):
         import numpy as np
         import tensorflow as tf
 
         if self._predict is None:
-            self._predict = tf.function(lambda t: self.model(t, training=False), reduce_retracing=True)
+            # One trace per input shape: a shape-generic trace fails in the bilinear
+            # UpSampling2D of Keras 3 (symbolic sizes), i.e. on the second map size.
+            self._predict = tf.function(lambda t: self.model(t, training=False), reduce_retracing=False)
+        batch_size = max(1, min(int(batch_size), self.max_batch_pixels // max(x.shape[1] * x.shape[2], 1)))
         outputs = []
         for start in range(0, len(x), batch_size):
             out = self._predict(tf.constant(x[start : start + batch_size]))
@@ -166,4 +220,37 @@ def load_network(kind, network="default", expect_architecture=None):
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # keras raises many types for a bad archive
         raise ValueError(f"cannot load network file {path}: {error}") from None
+    _check_structure(model, kind, card.get("architecture"), path)
     return Network(model, card, path)
+
+
+#: One probe input per architecture and the output shapes (without batch axis) it must give.
+_PROBES = {
+    ("cleaner", "default"): ((64, 64, 3), (64, 64, 1)),
+    ("cleaner", "seed"): ((200, 200, 1), (200, 200, 1)),
+    ("finder", "default"): ((64, 64, 3), {"heatmap": (16, 16, 1), "offset": (16, 16, 2)}),
+    ("finder", "seed"): ((200, 200, 1), (2,)),
+}
+
+
+def _check_structure(model, kind, architecture, path):
+    """Refuse a model that is not what its card says (e.g. a finder given a cleaner's card)."""
+    import numpy as np
+
+    if (kind, architecture) not in _PROBES:
+        raise ValueError(f"{path}: unknown architecture {architecture!r} for a {kind} network")
+    shape, expected = _PROBES[(kind, architecture)]
+    try:
+        out = model(np.zeros((1,) + shape, np.float32), training=False)
+    except Exception as error:  # noqa: BLE001  (any failure means: not this architecture)
+        raise ValueError(f"{path} does not take the input of a {architecture!r} {kind} network: "
+                         f"{error}") from None
+    if isinstance(out, dict):
+        got = {k: tuple(v.shape[1:]) for k, v in out.items()}
+    elif isinstance(out, (list, tuple)):
+        got = [tuple(v.shape[1:]) for v in out]
+    else:
+        got = tuple(out.shape[1:])
+    if got != expected:
+        raise ValueError(f"{path} is not a {architecture!r} {kind} network: for an input of "
+                         f"{shape} its outputs are {got}, expected {expected}")

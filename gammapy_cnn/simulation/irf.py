@@ -149,7 +149,10 @@ def load_irf(name_or_path):
         raise FileNotFoundError(
             f"IRF {name!r} is neither a built-in name {DEFAULT_IRF_NAMES} nor an existing file"
         )
-    irfs = load_irf_dict_from_file(path)
+    try:
+        irfs = load_irf_dict_from_file(path)
+    except (OSError, KeyError, ValueError) as error:  # astropy/gammapy say "not FITS" without the name
+        raise ValueError(f"IRF file {path} is not a readable GADF IRF file: {error}") from None
     missing = {"aeff", "psf", "edisp", "bkg"} - set(irfs)
     if missing:
         raise ValueError(f"IRF file {path} lacks {sorted(missing)}; simulations need all four")
