@@ -132,9 +132,10 @@ def reduce_irf(observations, center, e_min, name):
         in_range = geom.axes["energy"].edges[:-1] >= lo * (1 - 1e-6)
         dataset.mask_safe.data &= in_range[:, None, None]
         if stacked is None:
-            # a copy: the maker's dataset shares the observation's GTI object, which
-            # MapDataset.stack would extend in place (the run would then look twice as long)
-            stacked = dataset.copy(name=name)
+            # MapDataset.stack masks only the added dataset, so the first one is masked
+            # here; to_masked also copies it (the maker's dataset shares the observation's
+            # GTI object, which stacking would extend in place)
+            stacked = dataset.to_masked(name=name) if len(observations) > 1 else dataset
         else:
             stacked.stack(dataset)
     REDUCE_SECONDS.append((time.perf_counter() - start) / len(observations))
