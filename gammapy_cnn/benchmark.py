@@ -863,9 +863,10 @@ def run_benchmark(n=None, irf=None, seed=BENCHMARK_SEED, quick=False, cleaners=(
                           + ["aperture-onoff"])
 
     networks = {}
-    for label, obj in list(makers.items()) + list(finder_objs.items()):
+    for kind, label, obj in ([("cleaner", k, v) for k, v in makers.items()]
+                             + [("finder", k, v) for k, v in finder_objs.items()]):
         net = obj.network  # load now: loading is not part of the per-map time
-        networks[label] = f"{net.card.get('architecture')} ({Path(str(net.path)).name}, " \
+        networks[f"{kind} {label}"] = f"{net.card.get('architecture')} ({Path(str(net.path)).name}, " \
                           f"sha256 {str(net.card.get('sha256', ''))[:12]})"
         if isinstance(obj, CNNSourceFinder) and obj.background_maker is not None:
             obj.background_maker.network  # noqa: B018
