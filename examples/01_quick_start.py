@@ -38,7 +38,7 @@ from gammapy_cnn.demo import simulate_observation
 # The dataset is counts-only, as a real-time analysis gets it: a 5 x 5 deg
 # map of 0.025 deg pixels with 7 energy bins from 30 GeV to 100 TeV and a
 # safe mask. ``truth`` holds what the simulation put in.
-dataset, truth = simulate_observation(livetime=100 * u.s, flux=0.5, seed=4)
+dataset, truth = simulate_observation(livetime=100 * u.s, flux=0.5, seed=1)
 print(dataset.counts.geom)
 print(f"{dataset.counts.data.sum():.0f} counts; exposure: {dataset.exposure}, "
       f"background: {dataset.background}")

@@ -79,8 +79,9 @@ candidates["Source_Name", "RA", "DEC", "score", "significance", "excess", "pos_e
 # A `~gammapy_cnn.CandidateCatalog` is indexed by row or by name, like
 # gammapy's catalogues, and converts to regions and models.
 best = catalog[0]
-print(best.name, best.position)
-print(catalog.to_regions())
+print(best.name, best.position.to_string("decimal", precision=4))
+for region in catalog.to_regions():
+    print(type(region).__name__, region.meta["text"], f"radius {region.radius:.4f}")
 
 # %%
 # DS9 region file (circles of radius ``pos_err_68``):
