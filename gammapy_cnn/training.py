@@ -69,6 +69,10 @@ class TrainingConfig(BaseModel):
     freeze: list[str] = []
     cleaner: str = "seed"  # seed regressor only: the cleaner whose output it reads
     widths: Optional[list[int]] = None
+    #: ``mirrored``: data-parallel over the local GPUs (or CPU) with
+    #: ``tf.distribute.MirroredStrategy``; ``multi-worker``: over several
+    #: machines with ``MultiWorkerMirroredStrategy`` (set ``TF_CONFIG`` on each).
+    distribute: Literal["none", "mirrored", "multi-worker"] = "none"
 
     @classmethod
     def read(cls, path):
@@ -286,6 +290,17 @@ def _build(config):
     return builder()
 
 
+def _strategy(name):
+    """The `tf.distribute` strategy of a recipe (the default one for ``none``)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def _compile(model, config):
     if config.architecture == "seed":
         loss = "mse"
@@ -359,21 +374,23 @@ def train(config, output, data=None, resume=False, verbose=2):
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state_file = ckpt_dir / "state.json"
     history, initial_epoch = [], 0
-    if resume and state_file.exists():
-        state = json.loads(state_file.read_text())
-        initial_epoch, history = state["epoch"], state["history"]
-        model = keras.saving.load_model(ckpt_dir / "checkpoint.keras", safe_mode=True)
-        log.info(f"resuming from epoch {initial_epoch}")
-    else:
-        if config.base:
-            from .networks import load_network
-
-            model = load_network(config.kind, config.base, expect_architecture=config.architecture).model
+    with _strategy(config.distribute).scope():
+        if resume and state_file.exists():
+            state = json.loads(state_file.read_text())
+            initial_epoch, history = state["epoch"], state["history"]
+            model = keras.saving.load_model(ckpt_dir / "checkpoint.keras", safe_mode=True)
+            log.info(f"resuming from epoch {initial_epoch}")
         else:
-            model = _build(config)
-        for layer in model.layers:
-            layer.trainable = not any(layer.name.startswith(p) for p in config.freeze)
-        _compile(model, config)
+            if config.base:
+                from .networks import load_network
+
+                model = load_network(config.kind, config.base,
+                                     expect_architecture=config.architecture).model
+            else:
+                model = _build(config)
+            for layer in model.layers:
+                layer.trainable = not any(layer.name.startswith(p) for p in config.freeze)
+            _compile(model, config)
 
     train_seq = MapBatches(reader, config, train_idx, augment=config.augment, cleaner=cleaner,
                            epoch_seed=initial_epoch, steps=config.steps_per_epoch)

@@ -162,3 +162,18 @@ def test_interrupted_simulation_resumes(tmp_path):
     simulate_file(reference, 12, seed=3, chunk_size=4, progress=False)
     with SimulationReader(out) as r1, SimulationReader(reference) as r2:
         np.testing.assert_array_equal(r1.counts(slice(None)), r2.counts(slice(None)))
+
+
+def test_ray_backend_local(tmp_path, test_scenario):
+    """gammapy's Ray backend (local mode, 2 workers) gives the same file as multiprocessing."""
+    ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'gammapy-cnn[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        a, b = tmp_path / "ray.h5", tmp_path / "mp.h5"
+        simulate_file(a, 8, scenario=test_scenario, seed=9, chunk_size=4, n_jobs=2, backend="ray",
+                      progress=False)
+        simulate_file(b, 8, scenario=test_scenario, seed=9, chunk_size=4, progress=False)
+        with SimulationReader(a) as ra, SimulationReader(b) as rb:
+            np.testing.assert_array_equal(ra.counts(slice(None)), rb.counts(slice(None)))
+    finally:
+        ray.shutdown()

@@ -1,0 +1,34 @@
+import json
+
+import numpy as np
+import pytest
+
+from gammapy_cnn.networks import load_network
+from gammapy_cnn.training import TrainingConfig, fine_tune, train
+
+
+def test_mirrored_strategy_on_cpu(sim_file, tmp_path):
+    """tf.distribute.MirroredStrategy (the multi-GPU path) trains on the CPU too."""
+    config = TrainingConfig(kind="cleaner", epochs=1, batch_size=8, steps_per_epoch=2,
+                            validation_fraction=0.15, widths=[4, 4, 4, 4], distribute="mirrored")
+    card = train(config, tmp_path / "mirrored.keras", data=sim_file, verbose=0)
+    assert card["recipe"]["distribute"] == "mirrored"
+    assert np.isfinite(card["history"][-1]["loss"])
+    load_network("cleaner", tmp_path / "mirrored.keras")
+
+
+def test_fine_tune_starts_from_base_and_freezes(tiny_networks, sim_file, tmp_path):
+    base = load_network("finder", tiny_networks["finder"]).model
+    out = tmp_path / "tuned.keras"
+    card = fine_tune("finder", sim_file, out, base=tiny_networks["finder"], epochs=1,
+                     freeze=["find_enc"], batch_size=8, verbose=0)
+    tuned = load_network("finder", out).model
+    assert card["recipe"]["base"] == str(tiny_networks["finder"])
+    for layer in base.layers:
+        before, after = layer.get_weights(), tuned.get_layer(layer.name).get_weights()
+        changed = any(not np.array_equal(a, b) for a, b in zip(before, after))
+        if layer.name.startswith("find_enc"):
+            assert not changed, layer.name
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(base.get_layer("heatmap").get_weights(), tuned.get_layer("heatmap").get_weights()))
+    assert json.loads(out.with_suffix(".json").read_text())["sha256"] == card["sha256"]
