@@ -137,7 +137,8 @@ def _package_files():
     """The shipped scenario presets and recipes, from the installed package, for literalinclude."""
     from importlib import resources
 
-    for package, folder in (("gammapy_cnn.simulation", "scenarios"), ("gammapy_cnn.networks", "recipes")):
+    shipped = (("gammapy_cnn.simulation", "scenarios"), ("gammapy_cnn.networks", "recipes"))
+    for package, folder in shipped:
         for item in (resources.files(package) / folder).iterdir():
             if item.name.endswith(".yaml"):
                 _write_if_changed(HERE / "_generated" / folder / item.name, item.read_text())

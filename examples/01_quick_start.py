@@ -46,7 +46,8 @@ print(f"{dataset.counts.data.sum():.0f} counts; exposure: {dataset.exposure}, "
 source = truth["sources"][0]
 true_position = SkyCoord(source["ra"], source["dec"], unit="deg")
 print(f"true source: RA {source['ra']:.3f} deg, Dec {source['dec']:.3f} deg, "
-      f"{source['npred']:.0f} expected counts over {truth['background'].sum():.0f} background counts")
+      f"{source['npred']:.0f} expected counts over {truth['background'].sum():.0f} "
+      "background counts")
 
 # %%
 # Background from the counts
@@ -113,8 +114,10 @@ print(f"Li & Ma significance at the true position: {value:.1f}")
 wcs = dataset.counts.geom.wcs
 fig, axes = plt.subplots(2, 2, figsize=(10, 9), subplot_kw={"projection": wcs})
 panels = [
-    (dataset.counts.sum_over_axes(keepdims=False).smooth("0.05 deg"), "counts (0.05 deg smoothing)", "viridis"),
-    (dataset_cnn.npred_background().sum_over_axes(keepdims=False), "CNN background (counts / pixel)", "viridis"),
+    (dataset.counts.sum_over_axes(keepdims=False).smooth("0.05 deg"),
+     "counts (0.05 deg smoothing)", "viridis"),
+    (dataset_cnn.npred_background().sum_over_axes(keepdims=False),
+     "CNN background (counts / pixel)", "viridis"),
     (cleaned, "cleaned excess (counts / pixel)", "magma"),
     (significance.sum_over_axes(keepdims=False), "significance over the CNN background", "RdBu_r"),
 ]
@@ -133,6 +136,7 @@ plt.show()
 # %%
 # The residual significance should look like noise away from the source: a
 # mean near 0 and a width near 1.
-far = SkyCoord.from_pixel(*np.meshgrid(np.arange(200), np.arange(200)), wcs).separation(true_position)
+pixels = np.meshgrid(np.arange(200), np.arange(200))
+far = SkyCoord.from_pixel(*pixels, wcs).separation(true_position)
 values = significance.data[0][(far > 0.4 * u.deg) & np.isfinite(significance.data[0])]
 print(f"significance away from the source: mean {values.mean():.2f}, std {values.std():.2f}")

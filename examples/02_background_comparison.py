@@ -176,7 +176,8 @@ significance = {
 off = exclusion.data & inside
 for name, m in significance.items():
     values = m.data[0][off & np.isfinite(m.data[0])]
-    print(f"{name:5s} significance off the sources: mean {values.mean():+.2f}, std {values.std():.2f}")
+    print(f"{name:5s} significance off the sources: mean {values.mean():+.2f}, "
+          f"std {values.std():.2f}")
 
 # %%
 # Radial profiles
@@ -211,7 +212,9 @@ plt.show()
 # Maps of the relative residual
 # -----------------------------
 # (estimate - truth) / truth, smoothed over 0.1 deg to see structure rather
-# than noise.
+# than noise. FoV rescales the template as a whole, so the gradient the
+# template lacks remains; the ring follows it with the noise of its rings;
+# the CNN learnt to follow level, tilt and gradient from the counts.
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), subplot_kw={"projection": image_geom.wcs})
@@ -222,5 +225,8 @@ for ax, name in zip(axes, ("cnn", "fov", "ring")):
     ax.scatter(positions.ra.deg, positions.dec.deg, transform=ax.get_transform("icrs"), s=300,
                facecolor="none", edgecolor="k")
     ax.set_title(f"{name}: (estimate - truth) / truth")
+    ax.coords[0].set_axislabel("Right Ascension")
+    ax.coords[1].set_axislabel("Declination")
     fig.colorbar(shown, ax=ax, shrink=0.8)
+plt.tight_layout()
 plt.show()

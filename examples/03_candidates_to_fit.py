@@ -85,7 +85,8 @@ for region in catalog.to_regions():
 
 # %%
 # DS9 region file (circles of radius ``pos_err_68``):
-output = Path(tempfile.mkdtemp())
+tmp = tempfile.TemporaryDirectory()  # removed when the example ends
+output = Path(tmp.name)
 write_ds9(candidates, output / "candidates.reg")
 print((output / "candidates.reg").read_text())
 
@@ -161,15 +162,24 @@ print(f"background norm: {dataset_fit.background_model.spectral_model.norm.value
 fitted
 
 # %%
-# The candidates, the fitted positions and the truth on the counts map:
-counts = dataset.counts.sum_over_axes(keepdims=False).smooth("0.04 deg")
-fig = plt.figure(figsize=(7, 6))
-ax = counts.plot(add_cbar=True, cmap="viridis")
-icrs = ax.get_transform("icrs")
-for region in catalog.to_regions():
-    region.to_pixel(ax.wcs).plot(ax=ax, color="white")
-ax.scatter(truth["RA"], truth["DEC"], transform=icrs, marker="+", s=200, color="cyan", label="truth")
-ax.scatter([m.spatial_model.lon_0.value for m in models], [m.spatial_model.lat_0.value for m in models],
-           transform=icrs, marker="x", s=100, color="red", label="fit")
-ax.legend(loc="upper left")
+# Around each fitted source: the counts (0.025 deg pixels), the truth (+), the
+# CNN candidate (o) and the fitted position (x).
+counts = dataset.counts.sum_over_axes(keepdims=False)
+fig = plt.figure(figsize=(12, 5))
+for i, (model, row) in enumerate(zip(models, candidates)):
+    cutout = counts.cutout(model.spatial_model.position, 0.4 * u.deg)
+    ax = fig.add_subplot(1, 2, i + 1, projection=cutout.geom.wcs)
+    cutout.plot(ax=ax, add_cbar=True, cmap="viridis")
+    icrs = ax.get_transform("icrs")
+    ax.scatter(truth["RA"], truth["DEC"], transform=icrs, marker="+", s=800, linewidths=2,
+               color="cyan", label="truth")
+    ax.scatter(row["RA"], row["DEC"], transform=icrs, marker="o", s=300, facecolor="none",
+               edgecolor="white", label="CNN candidate")
+    ax.scatter(model.spatial_model.lon_0.value, model.spatial_model.lat_0.value, transform=icrs,
+               marker="x", s=150, color="red", label="fit")
+    ax.set_xlim(-0.5, cutout.data.shape[1] - 0.5)
+    ax.set_ylim(-0.5, cutout.data.shape[0] - 0.5)
+    ax.set_title(f"{model.name}: counts")
+    ax.legend(loc="upper left", fontsize=8)
+plt.tight_layout()
 plt.show()

@@ -113,7 +113,8 @@ if datastore is not None and config_file is not None:
 # `~gammapy_cnn.analysis.CNNAnalysis.write` writes the datasets, the
 # candidates (ECSV, DS9 regions, models) and that figure, atomically.
 if datastore is not None and config_file is not None:
-    outdir = Path(tempfile.mkdtemp()) / "crab-cnn"
+    tmp = tempfile.TemporaryDirectory()  # removed when the example ends
+    outdir = Path(tmp.name) / "crab-cnn"
     paths = analysis.write(outdir)
     for key, path in paths.items():
         print(f"{key:20s} {path.name}")

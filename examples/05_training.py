@@ -41,7 +41,8 @@ from gammapy_cnn.simulation.batch import simulate_file
 from gammapy_cnn.simulation.io import SimulationReader
 from gammapy_cnn.training import TrainingConfig, fine_tune, train
 
-workdir = Path(tempfile.mkdtemp())
+tmp = tempfile.TemporaryDirectory()  # removed when the example ends
+workdir = Path(tmp.name)
 
 # %%
 # A scenario
@@ -90,6 +91,7 @@ for ax, image, title in zip(axes, (counts, background, signal),
     ax.set_title(f"map {index}: {title}")
     fig.colorbar(shown, ax=ax, shrink=0.8)
 axes[2].scatter(sources["x"], sources["y"], s=200, facecolor="none", edgecolor="w")
+plt.tight_layout()
 plt.show()
 
 # %%

@@ -126,7 +126,8 @@ if path is not None:
     geom = counts_geom(CRAB)
     stacked = counts_dataset(observations, geom=geom, energy_min=0.5 * u.TeV, name="crab-stacked")
     candidates = finder(stacked)
-    candidates["sep_crab"] = SkyCoord(candidates["RA"], candidates["DEC"]).separation(CRAB).to("deg")
+    positions = SkyCoord(candidates["RA"], candidates["DEC"])
+    candidates["sep_crab"] = positions.separation(CRAB).to("deg")
     for name in ("RA", "DEC", "score", "false_alarm_rate", "significance", "excess", "pos_err_68",
                  "sep_crab"):
         candidates[name].info.format = ".4g"
@@ -145,12 +146,13 @@ if path is not None:
     images = [(stacked.counts.sum_over_axes(keepdims=False).smooth("0.05 deg"), "counts"),
               (background, "CNN background"), (cleaned, "cleaned excess")]
     for ax, (image, title) in zip(axes, images):
-        image.plot(ax=ax, add_cbar=True)
+        image.plot(ax=ax, add_cbar=True, cmap="viridis")
         ax.set_title(title)
         for row in candidates:
             ax.scatter(row["RA"], row["DEC"], transform=ax.get_transform("icrs"),
                        s=max(5 * row["pos_err_68"] / 0.025, 3) ** 2, facecolor="none",
                        edgecolor="white")
+    plt.tight_layout()
     plt.show()
 
 # %%

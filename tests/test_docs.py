@@ -1,4 +1,4 @@
-"""The documentation: it builds with warnings as errors, gallery executed, and stays in sync with the code.
+"""The documentation builds with warnings as errors, gallery executed, and matches the code.
 
 The full build runs every gallery example with the shipped networks (a few
 minutes); it is skipped, saying why, when Sphinx and its extensions are not
@@ -48,7 +48,8 @@ def test_training_config_fields_documented():
 
     documented = _rst_literals(DOCS / "user_guide" / "training.rst")
     missing = [name for name in TrainingConfig.model_fields if name not in documented]
-    assert not missing, f"TrainingConfig fields missing from docs/user_guide/training.rst: {missing}"
+    assert not missing, (
+        f"TrainingConfig fields missing from docs/user_guide/training.rst: {missing}")
 
 
 def test_column_table_comes_from_the_code():
