@@ -81,10 +81,7 @@ def simulate_maps(scenario, seed, start, stop):
             row[name] = getattr(params, name)
         row["n_sources"] = len(sim.sources)
         row["npred_signal"] = float(sim.signal.sum())
-        row["npred_background"] = float(
-            template.background(params.livetime, params.background_norm, params.background_tilt,
-                                params.background_gradient, params.gradient_angle).sum()
-        )
+        row["npred_background"] = sim.npred_background
         for src in sim.sources:
             sources.append((index,) + tuple(src[name] for name, _ in SOURCE_FIELDS[1:]))
     return dict(counts=counts, signal=signal, mask=mask, maps=maps,

@@ -47,6 +47,7 @@ class SimulatedMap:
     counts: np.ndarray
     signal: np.ndarray
     sources: list  # dicts: x, y, ra, dec, flux, index, extension, npred
+    npred_background: float = 0.0  # total expected background counts
 
 
 def _powerlaw_integral(edges_tev, index):
@@ -222,7 +223,8 @@ class SimulationTemplate:
                      index=src.index, extension=src.extension, npred=float(cube.sum()))
             )
         counts = rng.poisson(np.clip(background + signal, 0, None))
-        return SimulatedMap(counts=counts, signal=signal, sources=sources)
+        return SimulatedMap(counts=counts, signal=signal, sources=sources,
+                            npred_background=float(background.sum()))
 
 
 def simulate_with_gammapy(template, params, seed):
