@@ -90,7 +90,7 @@ def fit_source(counts, background, x0, y0, radius):
     -------
     result : dict
         ``x``, ``y``, ``sigma`` (pixels), ``amplitude`` (counts), ``ts`` and
-        ``pos_err`` (1-sigma per axis, pixels, from the Fisher information).
+        ``pos_err`` (1-sigma per axis, pixels, from the Fisher information, at most ``radius``).
     """
     ny, nx = counts.shape
     r = int(np.ceil(radius))
@@ -145,9 +145,11 @@ def fit_source(counts, background, x0, y0, radius):
     fisher = (grads / mu) @ grads.T
     try:
         cov = np.linalg.inv(fisher)
-        pos_err = float(np.sqrt(max((cov[0, 0] + cov[1, 1]) / 2, 0)))
+        # a candidate with no fitted excess has an unconstrained position: say
+        # "somewhere in the fitted region", not an astronomically large number
+        pos_err = float(min(np.sqrt(max((cov[0, 0] + cov[1, 1]) / 2, 0)), radius))
     except np.linalg.LinAlgError:
-        pos_err = np.nan
+        pos_err = float(radius)
     nll0 = np.sum(b - c * np.log(b))
     return dict(x=p[0], y=p[1], sigma=np.exp(p[2]), amplitude=np.exp(p[3]),
                 ts=max(2 * (nll0 - value), 0.0), pos_err=pos_err)
