@@ -5,7 +5,7 @@ import threading
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
+from astropy.table import Column, Table
 from astropy.utils import lazyproperty
 from gammapy.catalog import SourceCatalog, SourceCatalogObject
 from gammapy.estimators import ESTIMATOR_REGISTRY
@@ -53,14 +53,12 @@ COLUMNS = {
 
 def _make_table(values=None, meta=None):
     """Candidates table with the documented columns, units and descriptions."""
-    table = Table(meta=meta)
+    columns = []
     for name, (unit, description) in COLUMNS.items():
         dtype = "U20" if name == "Source_Name" else float
         data = np.zeros(0, dtype=dtype) if values is None else np.asarray(values[name], dtype=dtype)
-        table[name] = data
-        table[name].unit = unit or None
-        table[name].description = description
-    return table
+        columns.append(Column(data, name=name, unit=unit or None, description=description))
+    return Table(columns, meta=meta, copy=False)
 
 
 def _source_name(ra, dec):
@@ -331,10 +329,9 @@ class CNNSourceFinder(Estimator):
         return kept[: self.max_candidates]
 
     def _table(self, rows, geom, grid):
-        table = _make_table()
-        table.meta.update(network=str(self.network_name), threshold=self.threshold)
+        meta = dict(network=str(self.network_name), threshold=self.threshold)
         if not rows:
-            return table
+            return _make_table(meta=meta)
         image = geom.to_image()
         x_in, y_in = grid.pix_from_native(np.array([r["x"] for r in rows]),
                                           np.array([r["y"] for r in rows]))
@@ -350,8 +347,7 @@ class CNNSourceFinder(Estimator):
             significance=[r["significance"] for r in rows], excess=[r["excess"] for r in rows],
             pos_err=pos_err, pos_err_68=pos_err * _R68_FACTOR,
         )
-        table = _make_table(values, meta=table.meta)
-        return table
+        return _make_table(values, meta=meta)
 
     def run_catalog(self, dataset):
         """Candidates as a `CandidateCatalog` (gammapy `SourceCatalog` interface)."""
