@@ -14,7 +14,6 @@ cells, the finder's focal heatmap loss plus offset loss.
 """
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from gammapy_cnn.simulation import Scenario
 from gammapy_cnn.simulation.batch import simulate_file
 from gammapy_cnn.simulation.io import SimulationReader
 from gammapy_cnn.training import MapBatches, TrainingConfig, _compile, fine_tune
+from gammapy_cnn.utils import write_text_atomic
 
 
 def held_out_loss(network, kind, data):
@@ -76,9 +76,7 @@ def main():
         "offset L1 loss).",
         "",
     ])
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, text)
     print(text)
 
 

@@ -11,7 +11,6 @@ candidate lies within 0.1 deg. Also reports the fraction for pairs closer than
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from gammapy.maps import Map
 
 from gammapy_cnn import CNNSourceFinder
 from gammapy_cnn.simulation import Scenario, SimulationTemplate
+from gammapy_cnn.utils import write_text_atomic
 
 SCENARIO = {
     "irf": "default-z20", "livetime": "100 s", "n_sources": {"dist": "integer", "min": 2, "max": 3},
@@ -74,9 +74,7 @@ def main():
         f"Candidates matching no source: {np.mean(false):.3f} per field.",
         "",
     ])
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, text)
     print(text)
 
 

@@ -9,8 +9,9 @@ Reads the JSON files written by ``benchmarks/network_quality.py``.
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from gammapy_cnn.utils import write_text_atomic
 
 
 def fmt(value, digits=3):
@@ -65,9 +66,7 @@ def main():
     ]
     for path in args.results:
         lines += section(json.loads(path.read_text()))
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, "\n".join(lines))
     print("\n".join(lines))
 
 

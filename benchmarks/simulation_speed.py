@@ -11,21 +11,12 @@ Wall time includes building the IRF templates and writing the HDF5 file.
 
 import argparse
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from gammapy_cnn.simulation.batch import simulate_file
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        return platform.processor() or platform.machine()
+from gammapy_cnn.utils import cpu_model, write_text_atomic
 
 
 def main():
@@ -54,9 +45,7 @@ def main():
         *rows,
         "",
     ])
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, text)
     print(text)
 
 

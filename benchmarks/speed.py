@@ -14,8 +14,6 @@ machine is shared.
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,14 +23,7 @@ from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.demo import simulate_observation
 from gammapy_cnn.networks import load_network
 from gammapy_cnn.preprocessing import normalise, pad, seed_stretch
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        return platform.processor() or platform.machine()
+from gammapy_cnn.utils import cpu_model, write_text_atomic
 
 
 def median_ms(func, repeat):
@@ -90,9 +81,7 @@ def main():
         "",
     ]
     text = "\n".join(lines)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, text)
     print(text)
 
 

@@ -26,8 +26,6 @@ number of candidates and latency, so empty windows are recorded too) and
 candidate name, run and window).
 """
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +46,7 @@ from .data import (
     iter_window_datasets,
 )
 from .finders import COLUMNS, candidates_to_regions
+from .utils import write_text_atomic
 
 __all__ = [
     "WINDOW_COLUMNS",
@@ -414,12 +413,12 @@ class RealtimeResult:
         """
         paths = self.output_paths(directory, prefix, overwrite)
         Path(directory).expanduser().mkdir(parents=True, exist_ok=True)
-        _write_atomic(paths["candidates"], _ecsv_text(self.candidates))
-        _write_atomic(paths["windows"], _ecsv_text(self.windows_table))
+        write_text_atomic(paths["candidates"], _ecsv_text(self.candidates))
+        write_text_atomic(paths["windows"], _ecsv_text(self.windows_table))
         text = self.regions().serialize(format="ds9") if any(
             len(w.candidates) for w in self.windows
         ) else "# Region file format: DS9 astropy/regions\n# no candidates\n"
-        _write_atomic(paths["regions"], text)
+        write_text_atomic(paths["regions"], text)
         return paths
 
 
@@ -464,20 +463,6 @@ def _ecsv_text(table):
     buffer = io.StringIO()
     table.write(buffer, format="ascii.ecsv")
     return buffer.getvalue()
-
-
-def _write_atomic(path, text):
-    """Write ``text`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------
