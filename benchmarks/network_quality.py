@@ -20,7 +20,6 @@ Comparisons with gammapy's own methods are in ``gammapy-cnn benchmark``.
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from gammapy.stats import CashCountsStatistic
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
+from gammapy_cnn.utils import cpu_model, write_text_atomic
 
 FLUXES = [0.0, 0.1, 0.3, 1.0, 3.0]
 LIVETIMES = [10.0, 100.0, 1800.0]
@@ -142,13 +142,11 @@ def main():
                         help="Store the metrics in the shipped networks' model cards.")
     args = parser.parse_args()
     results = evaluate(args.irf, args.n, args.seed, args.cleaners, args.finders)
-    results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    results["machine"] = f"{cpu_model()}, {os.cpu_count()} cores"
     results["command"] = "python benchmarks/network_quality.py " + " ".join(
         f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items())
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
     if args.update_cards:
         update_cards(results)
