@@ -63,6 +63,9 @@ def _atomic_write(path, text):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    mask = os.umask(0)  # mkstemp creates 0600 files; give the page the usual permissions
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     os.replace(tmp, path)
 
 

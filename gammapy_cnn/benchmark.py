@@ -726,6 +726,10 @@ class _atomic:
 
     def __exit__(self, kind, value, traceback):
         if kind is None:
+            # mkstemp creates 0600 files; give the result the usual permissions
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(self.tmp, 0o666 & ~mask)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
