@@ -320,9 +320,9 @@ class _Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({k: float(v) for k, v in (logs or {}).items()})
-        tmp = self.directory / "checkpoint.keras.tmp"
-        self.model.save(tmp.with_suffix(".keras.tmp.keras"))
-        os.replace(tmp.with_suffix(".keras.tmp.keras"), self.directory / "checkpoint.keras")
+        tmp = self.directory / "checkpoint.tmp.keras"  # Keras insists on the .keras suffix
+        self.model.save(tmp)
+        os.replace(tmp, self.directory / "checkpoint.keras")
         state = {"epoch": epoch + 1, "history": self.history}
         (self.directory / "state.json.tmp").write_text(json.dumps(state))
         os.replace(self.directory / "state.json.tmp", self.directory / "state.json")
