@@ -157,9 +157,14 @@ def test_interrupted_simulation_resumes(tmp_path):
     assert not out.exists() and partial.exists()
     with pytest.raises(FileNotFoundError, match="--resume"):
         SimulationReader(out)
-    simulate_file(out, 12, seed=3, chunk_size=4, resume=True, progress=False)
+    import h5py
+
+    with h5py.File(partial, "r") as f:
+        done = int(f.attrs["n_complete"])
+    n = done + 8  # the kill lands at an unknown point: finish 8 maps past it
+    simulate_file(out, n, seed=3, chunk_size=4, resume=True, progress=False)
     reference = tmp_path / "ref.h5"
-    simulate_file(reference, 12, seed=3, chunk_size=4, progress=False)
+    simulate_file(reference, n, seed=3, chunk_size=4, progress=False)
     with SimulationReader(out) as r1, SimulationReader(reference) as r2:
         np.testing.assert_array_equal(r1.counts(slice(None)), r2.counts(slice(None)))
 
