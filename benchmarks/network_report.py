@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/network_report.py docs/results/networks_*.json --output docs/results/networks.md
+    python benchmarks/network_report.py docs/results/networks_default-z20.json docs/results/networks_prod5.json \
+        docs/results/networks_1dc.json --output docs/results/networks.md
 
 Reads the JSON files written by ``benchmarks/network_quality.py``.
 """
