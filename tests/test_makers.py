@@ -88,3 +88,25 @@ def test_all_zero_counts_valid(template, tiny_networks):
 def test_unknown_network():
     with pytest.raises(ValueError, match="no shipped cleaner network named 'nope'"):
         CNNBackgroundMaker(network="nope").network
+
+
+def test_shape_refit_follows_the_counts_only_when_they_demand_it():
+    from gammapy_cnn.makers import _refit_shape
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:200, :200]
+    r2 = ((xx - 99.5) ** 2 + (yy - 99.5) ** 2) / 100**2
+    network = np.exp(-r2)  # the shape a network predicts
+    truth_shape = network * np.exp(0.3 * r2)  # the instrument's real acceptance is flatter
+    keep = np.ones((200, 200), bool)
+    for level, corrected in ((20.0, True), (0.005, False)):
+        truth = level * truth_shape
+        counts = rng.poisson(truth).astype(float)
+        start = network * counts.sum() / network.sum()
+        out = _refit_shape(counts, start, keep)
+        error_before = np.abs(start / truth - 1).max()
+        error_after = np.abs(out / truth - 1).max()
+        if corrected:
+            assert error_after < 0.2 * error_before
+        else:  # ~200 counts cannot tell the shapes apart: the network's is kept
+            np.testing.assert_array_equal(out, start)
