@@ -19,6 +19,9 @@ def write_text_atomic(path, text):
     try:
         with os.fdopen(fd, "w") as stream:
             stream.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes private files; outputs are ordinary ones
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
