@@ -51,7 +51,7 @@ class CNNBackgroundMaker(Maker):
     it (likelihood gain >= 25 for 3 extra parameters, i.e. long exposures),
     a smooth factor ``exp(c1 x + c2 y + c3 r^2)`` across the map is refit too:
     it corrects an acceptance shape that differs from the training IRFs
-    (CTA 1DC South, 1800 s: empty-field significance mean 0.49 -> 0.35).
+    (CTA 1DC South, 1800 s: empty-field significance mean 0.65 -> 0.29).
 
     For a dataset with an energy axis, the network sees the counts summed over
     the energy bins inside ``mask_safe``; the background in each energy bin is
