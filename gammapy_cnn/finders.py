@@ -21,7 +21,7 @@ from scipy.ndimage import maximum_filter
 
 from .makers import CNNBackgroundMaker
 from .networks import load_network
-from .preprocessing import FINDER_STRIDE, NativeGrid, counts_image, normalise, pad, seed_stretch
+from .preprocessing import FINDER_STRIDE, native_images, normalise, pad, seed_stretch
 
 __all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "write_ds9"]
 
@@ -258,15 +258,13 @@ class CNNSourceFinder(Estimator):
             maker = self.background_maker
             if maker is not None:
                 maker.network  # noqa: B018  (load it here, not in two threads at once)
-        counts, mask = counts_image(dataset)
+        grid, counts, mask, native_counts, native_mask = native_images(dataset)
         geom = dataset.counts.geom
-        grid = NativeGrid(geom)
         if not counts.any():  # no event, no candidate (an empty time window is valid input)
             return self._table([], geom, grid)
-        native_counts = grid.to_native(counts)
-        native_mask = grid.to_native(mask.astype(float), conserve=False) > 0.5
         if maker is not None:
-            background, _ = maker.estimate_image(native_counts[None], native_mask[None])
+            background, _ = maker.estimate_image(native_counts[None], native_mask[None],
+                                                 cleaned=False)
             background = background[0]
         else:
             bkg = dataset.npred_background().data

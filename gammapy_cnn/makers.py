@@ -10,7 +10,7 @@ from gammapy.modeling.models import FoVBackgroundModel, Models
 from scipy.ndimage import binary_dilation, gaussian_filter
 
 from .networks import load_network
-from .preprocessing import MIN_NATIVE_PIXELS, NativeGrid, counts_image, normalise, pad, seed_stretch
+from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, pad, seed_stretch
 
 __all__ = ["CNNBackgroundMaker"]
 
@@ -93,18 +93,22 @@ class CNNBackgroundMaker(Maker):
         """The loaded `~gammapy_cnn.networks.Network` (learned state)."""
         return load_network("cleaner", self.network_name)
 
-    def estimate_image(self, counts, mask):
+    def estimate_image(self, counts, mask, cleaned=True):
         """Background and cleaned excess of native-grid counts images.
 
         Parameters
         ----------
         counts, mask : `~numpy.ndarray`
             (n, ny, nx) energy-integrated counts and validity masks on 0.025 deg pixels.
+        cleaned : bool
+            Also compute the cleaned excess (skipped on the hot paths that only
+            need the background). Default True.
 
         Returns
         -------
         background, cleaned : `~numpy.ndarray`
-            (n, ny, nx) expected background counts and smoothed excess counts.
+            (n, ny, nx) expected background counts and smoothed excess counts
+            (None when ``cleaned`` is False).
         """
         counts = np.asarray(counts, dtype=np.float64)
         mask = np.asarray(mask, dtype=bool)
@@ -136,6 +140,8 @@ class CNNBackgroundMaker(Maker):
             if expected > 0:
                 background[i] *= counts[i][keep].sum() / expected
                 background[i] = _refit_shape(counts[i], background[i], keep)
+        if not cleaned:
+            return background, None
         sigma = (0, CLEAN_SMOOTHING_PIXELS, CLEAN_SMOOTHING_PIXELS)
         cleaned = gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
         return background, cleaned
@@ -155,19 +161,12 @@ class CNNBackgroundMaker(Maker):
         background = np.clip(smooth - cleaned, 0, None) * mask
         return background, cleaned * mask
 
-    def _native_images(self, dataset):
-        counts, mask = counts_image(dataset)
-        grid = NativeGrid(dataset.counts.geom)
-        native_counts = grid.to_native(counts)
-        native_mask = grid.to_native(mask.astype(float), conserve=False) > 0.5
-        return grid, counts, mask, native_counts, native_mask
-
-    def _estimate(self, dataset):
-        grid, counts, mask, native_counts, native_mask = self._native_images(dataset)
-        background, cleaned = self.estimate_image(native_counts[None], native_mask[None])
+    def _estimate(self, dataset, cleaned=True):
+        grid, counts, mask, native_counts, native_mask = native_images(dataset)
+        background, excess = self.estimate_image(native_counts[None], native_mask[None], cleaned)
         background = np.clip(grid.from_native(background[0]), 0, None) * mask
-        cleaned = grid.from_native(cleaned[0]) * mask
-        return counts, mask, background, cleaned
+        excess = grid.from_native(excess[0]) * mask if cleaned else None
+        return counts, mask, background, excess
 
     def clean(self, dataset):
         """The cleaned excess map: counts minus CNN background, smoothed (0.05 deg Gaussian).
@@ -206,7 +205,7 @@ class CNNBackgroundMaker(Maker):
         dataset : `~gammapy.datasets.MapDataset`
             Same name and geometry; ``background`` in counts.
         """
-        counts, mask, background, _ = self._estimate(dataset)
+        counts, mask, background, _ = self._estimate(dataset, cleaned=False)
         geom = dataset.counts.geom
         data = np.asarray(dataset.counts.data, dtype=float).reshape((-1,) + counts.shape)
         if dataset.mask_safe is not None:

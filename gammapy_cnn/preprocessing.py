@@ -28,6 +28,7 @@ __all__ = [
     "pad",
     "seed_stretch",
     "NativeGrid",
+    "native_images",
 ]
 
 PREPROCESSING_VERSION = 1
@@ -222,3 +223,21 @@ class NativeGrid:
             return x, y
         (ny, nx), (my, mx) = self.shape, self.native_shape
         return x * (nx - 1) / (mx - 1), y * (ny - 1) / (my - 1)
+
+
+def native_images(dataset):
+    """A dataset's energy-integrated counts and mask, on its own and on the native grid.
+
+    Returns
+    -------
+    grid : `NativeGrid`
+    counts, mask : `~numpy.ndarray`
+        (ny, nx) on the dataset's pixels (see `counts_image`).
+    native_counts, native_mask : `~numpy.ndarray`
+        The same on the networks' native pixels (counts conserved).
+    """
+    counts, mask = counts_image(dataset)
+    grid = NativeGrid(dataset.counts.geom)
+    native_counts = grid.to_native(counts)
+    native_mask = grid.to_native(mask.astype(float), conserve=False) > 0.5
+    return grid, counts, mask, native_counts, native_mask
