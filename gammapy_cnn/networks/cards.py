@@ -1,6 +1,6 @@
-"""Human-readable model cards (``NAME.md``) from the JSON cards beside the shipped networks.
+"""Human-readable model cards (``NAME.md``) and recipes (``NAME.yaml``) from the JSON cards.
 
-``python -m gammapy_cnn.networks.cards`` rewrites every ``weights/*.md``.
+``python -m gammapy_cnn.networks.cards`` rewrites every ``weights/*.md`` and ``weights/*.yaml``.
 The JSON card stays the source of truth (it is what `load_network` checks).
 """
 
@@ -116,7 +116,11 @@ def write_all(directory=None):
 
     directory = Path(directory or weights_dir())
     for path in sorted(directory.glob("*.json")):
-        write_text_atomic(path.with_suffix(".md"), card_markdown(json.loads(path.read_text()), path.stem))
+        card = json.loads(path.read_text())
+        write_text_atomic(path.with_suffix(".md"), card_markdown(card, path.stem))
+        # The exact recipe that made this file, usable as `gammapy-cnn train --config`.
+        recipe = {k: v for k, v in card.get("recipe", {}).items() if v is not None}
+        write_text_atomic(path.with_suffix(".yaml"), yaml.safe_dump(recipe, sort_keys=False))
 
 
 if __name__ == "__main__":
