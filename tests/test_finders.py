@@ -48,6 +48,31 @@ def test_fit_source_recovers_position():
     assert abs(errors[:, 0].mean()) < 3 * scatter / np.sqrt(40)
 
 
+def test_fit_source_uses_the_sharper_high_energy_counts():
+    # a PSF that narrows with energy: 4 pixels at low energy, 1 pixel at high energy
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[:60, :60]
+    x0, y0 = 30.3, 28.6
+    widths, amplitudes = np.array([4.0, 2.5, 1.0]), np.array([300.0, 100.0, 40.0])
+    d2 = (xx - x0) ** 2 + (yy - y0) ** 2
+    mu = 0.1 + amplitudes[:, None, None] * np.exp(-0.5 * d2 / widths[:, None, None] ** 2) / (
+        2 * np.pi * widths[:, None, None] ** 2)
+    background = np.full(mu.shape, 0.1)
+    banded, integrated = [], []
+    for _ in range(40):
+        counts = rng.poisson(mu).astype(float)
+        fit = fit_source(counts, background, 31, 29, radius=8)
+        assert fit["n_bands"] == 3
+        banded.append(np.hypot(fit["x"] - x0, fit["y"] - y0))
+        fit = fit_source(counts.sum(axis=0), background.sum(axis=0), 31, 29, radius=8)
+        assert fit["n_bands"] == 1
+        integrated.append(np.hypot(fit["x"] - x0, fit["y"] - y0))
+    assert np.median(banded) < 0.8 * np.median(integrated)
+    # a faint source is fitted energy-integrated: one band
+    faint = rng.poisson(0.1 + (mu - 0.1) * 0.05).astype(float)
+    assert fit_source(faint, background, 31, 29, radius=8)["n_bands"] == 1
+
+
 def test_catalog_interface(template, tiny_networks, tmp_path):
     dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
     finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
