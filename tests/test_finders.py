@@ -86,3 +86,28 @@ def test_catalog_interface(template, tiny_networks, tmp_path):
     assert len(models) == len(catalog.table)
     write_ds9(catalog.table, tmp_path / "c.reg")
     assert "circle" in (tmp_path / "c.reg").read_text()
+
+
+def test_calibration_sets_threshold_and_error_scale(template, tiny_networks, sim_file, tmp_path):
+    import shutil
+
+    from gammapy_cnn.training import calibrate_finder
+
+    network = tmp_path / "finder.keras"  # calibration writes the card: work on a copy
+    shutil.copy(tiny_networks["finder"], network)
+    shutil.copy(tiny_networks["finder"].with_suffix(".json"), network.with_suffix(".json"))
+    cal = calibrate_finder(network, sim_file, background=tiny_networks["cleaner"], max_maps=12,
+                           progress=False)
+    assert cal["n_fields"] == 12
+    assert np.all(np.diff(cal["false_per_field"]) <= 0)  # a rate above a rising score
+    assert cal["pos_err_scale"] > 0
+    finder = CNNSourceFinder(network=network, background=tiny_networks["cleaner"])
+    assert finder.threshold == cal["default_threshold"]
+    assert finder.pos_err_scale == cal["pos_err_scale"]
+
+    dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
+    tables = [CNNSourceFinder(network=network, background=tiny_networks["cleaner"], threshold=0.0,
+                              pos_err_scale=scale)(dataset) for scale in (1.0, 2.0)]
+    np.testing.assert_allclose(tables[1]["pos_err"], 2 * tables[0]["pos_err"])
+    with pytest.raises(ValueError, match="pos_err_scale must be positive"):
+        CNNSourceFinder(pos_err_scale=0)
