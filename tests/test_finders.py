@@ -69,7 +69,7 @@ def test_fit_source_uses_the_sharper_high_energy_counts():
         integrated.append(np.hypot(fit["x"] - x0, fit["y"] - y0))
     assert np.median(banded) < 0.8 * np.median(integrated)
     # a faint source is fitted energy-integrated: one band
-    faint = rng.poisson(0.1 + (mu - 0.1) * 0.05).astype(float)
+    faint = rng.poisson(0.1 + (mu - 0.1) * 0.01).astype(float)  # ~4 source counts
     assert fit_source(faint, background, 31, 29, radius=8)["n_bands"] == 1
 
 
