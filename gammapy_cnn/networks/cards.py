@@ -34,7 +34,9 @@ def _metrics_lines(kind, metrics):
                 f"| `{name}` | {ratio.get('0.0', float('nan')):.3f} | {ratio.get('1.0', float('nan')):.3f} | "
                 f"{bias.get('1.0|100', float('nan')):+.3f} | "
                 f"{m['empty_field_significance_mean'].get('100', float('nan')):+.2f} / "
-                f"{m['empty_field_significance_std'].get('100', float('nan')):.2f} | {m['run_ms_p50']:.1f} |")
+                f"{m['empty_field_significance_std'].get('100', float('nan')):.2f} | "
+                f"{m['empty_field_significance_mean'].get('1800', float('nan')):+.2f} / "
+                f"{m['empty_field_significance_std'].get('1800', float('nan')):.2f} | {m['run_ms_p50']:.1f} |")
         else:
             c68, comp = m["containment_68_deg"], m["completeness"]
             lines.append(
@@ -42,7 +44,8 @@ def _metrics_lines(kind, metrics):
                 f"{comp.get('0.3|100', float('nan')):.2f} | {m['false_per_field']:.3f} | {m['run_ms_p50']:.1f} |")
     if kind == "cleaner":
         head = ["| IRF | bkg/true, empty | bkg/true, 1 Crab | excess bias 1 Crab 100 s | "
-                "empty-field sig. mean / std (100 s) | `run` p50 [ms] |", "|---|---|---|---|---|---|"]
+                "empty-field sig. mean / std (100 s) | (1800 s) | `run` p50 [ms] |",
+                "|---|---|---|---|---|---|---|"]
     else:
         head = ["| IRF | r68 1 Crab 100 s [deg] | r68 0.3 Crab 100 s [deg] | completeness 0.3 Crab 100 s | "
                 "false / field | `run` p50 [ms] |", "|---|---|---|---|---|---|"]
@@ -87,6 +90,11 @@ def card_markdown(card, name):
             f"On {cal['n_fields']} held-out fields (`{cal['data']}`), a candidate farther than "
             f"{cal['match_radius_deg']} deg from every true source is false. Default threshold "
             f"{cal['default_threshold']} (target {cal['target_false_per_field']} false candidates per field).",
+            "",
+            f"Position errors: the fit's Fisher errors are multiplied by `pos_err_scale` = "
+            f"{cal.get('pos_err_scale', 1.0):.3f}, the 68% quantile of (true error / fitted 68% radius) "
+            f"over the true candidates above the default threshold, so that `pos_err_68` contains "
+            f"68% of them.",
             "",
             "| score >= | false candidates per field |",
             "|---|---|",
