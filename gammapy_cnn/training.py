@@ -484,8 +484,8 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     ``target_rate``; and ``pos_err_scale``, the factor that makes the
     position errors of the matched candidates above that threshold cover
     their true errors (68% of them within ``pos_err_68``): the Fisher error
-    of the Gaussian fit is too small by ~20%, since the point-spread function
-    is not Gaussian and the background is estimated.
+    of the fit is too small (by 30% for the shipped finder), since the
+    fitted profile is not the true PSF and the background is estimated.
 
     Returns
     -------
