@@ -640,7 +640,8 @@ class BenchmarkResult:
                          f"(match radius {MATCH_RADIUS}; r68/r95: containment radii of the "
                          "matched candidates' position errors)",
             "detection_subset": f"Detection on the first {m['n_slow']} maps only, where every method ran",
-            "localisation": "Completeness and containment radii per true flux (Crab) and livetime (s)",
+            "localisation": "Completeness and containment radii per true flux (Crab) and livetime (s), "
+                            "and per flux at each livetime",
             "background": "Background estimation (ratio: estimated / true background summed over the "
                           "safe mask; aperture bias: (N - B) / true signal - 1 in 0.2 deg apertures "
                           "at the true sources; empty-field significance: (N - B) / sqrt(B) in random "
@@ -657,6 +658,12 @@ class BenchmarkResult:
                     for column in ("flux", "livetime"):
                         pivot = pivot_localisation(self.tables[name], column, quantity)
                         lines += [f"{quantity} per {column}:", "", table_to_markdown(pivot), ""]
+                per_livetime = [b for b in dict.fromkeys(self.tables[name]["bin"]) if "@" in b]
+                for quantity in ("n_sources", "completeness"):
+                    for column in per_livetime:
+                        pivot = pivot_localisation(self.tables[name], column, quantity)
+                        flux, livetime = column.split("@")
+                        lines += [f"{quantity} per {flux} at {livetime}:", "", table_to_markdown(pivot), ""]
             else:
                 lines += [table_to_markdown(self.tables[name]), ""]
         return "\n".join(lines)
@@ -676,10 +683,10 @@ class BenchmarkResult:
 
 
 def pivot_localisation(table, column, quantity):
-    """One row per method, one column per bin of ``column`` (flux or livetime), of ``quantity``."""
+    """One row per method, one column per bin of ``column`` (flux, livetime, flux@T), of ``quantity``."""
     sel = table[table["bin"] == column]
     values = sorted(set(np.asarray(sel["value"], float)))
-    unit = {"flux": "Crab", "livetime": "s"}.get(column, "")
+    unit = {"flux": "Crab", "livetime": "s"}.get(column.split("@")[0], "")
     rows = []
     for method in dict.fromkeys(sel["method"]):
         row = {"method": str(method)}
@@ -1124,16 +1131,20 @@ def _localisation_summary(sources, methods):
     rows = []
     if not len(sources):
         return Table()
-    for column in ("flux", "livetime"):
+    # per flux, per livetime, and per flux at each livetime (bin "flux@100 s")
+    selections = [(column, np.ones(len(sources), bool), column) for column in ("flux", "livetime")]
+    livetimes, distinct = _bins(sources["livetime"])
+    selections += [(f"flux@{t:g} s", livetimes == t, "flux") for t in distinct]
+    for bin_name, subset, column in selections:
         labels, values = _bins(sources[column])
         for method in methods:
-            sel = sources["method"] == method
+            sel = subset & (sources["method"] == method)
             for value in values:
                 s = sources[sel & (labels == value)]
                 if not len(s):
                     continue
                 rows.append(dict(
-                    method=method, bin=column, value=float(value), n_sources=len(s),
+                    method=method, bin=bin_name, value=float(value), n_sources=len(s),
                     completeness=float(np.mean(s["found"])),
                     r68=containment_radius(s["error"], 0.68), r95=containment_radius(s["error"], 0.95)))
     table = Table(rows=rows, names=list(rows[0]))

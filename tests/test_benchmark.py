@@ -66,7 +66,15 @@ def test_quick_run_every_method(tiny_networks, tmp_path):
     assert np.allclose(maps["ratio"][maps["method"] == "true-background"], 1)
     n_true = int(np.sum(tables["maps"]["n_sources"]))
     assert len(tables["apertures"]) == n_true * len(background)
-    assert set(tables["localisation"]["bin"]) == {"flux", "livetime"}
+    loc = tables["localisation"]
+    with_sources = tables["maps"][tables["maps"]["n_sources"] > 0]
+    livetimes = {f"flux@{t:g} s" for t in np.unique(with_sources["livetime"])}
+    assert set(loc["bin"]) == {"flux", "livetime"} | livetimes
+    # the per-livetime bins split the per-flux ones: their source counts add up
+    for method in set(loc["method"]):
+        rows = loc[loc["method"] == method]
+        assert rows["n_sources"][rows["bin"] == "flux"].sum() == sum(
+            rows["n_sources"][rows["bin"] == b].sum() for b in livetimes)
     assert len(tables["detection_subset"]) == len(tables["detection"])
     assert set(tables["timing"]["stage"]) == {"reduction", "background", "detection"}
 
