@@ -325,10 +325,12 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     delta_ts = 2 * np.sum(n * np.log(mu / mu0) - (mu - mu0))
     if not np.isfinite(delta_ts) or delta_ts < min_delta_ts:
         return background, False
-    yy, xx = np.mgrid[:ny, :nx]
-    factor = np.exp(np.tensordot(params, _shape_basis((xx + 0.5) / (bx * block) * 2 - 1,
-                                                      (yy + 0.5) / (by * block) * 2 - 1), 1))
-    return background * factor, True
+    x = ((np.arange(nx) + 0.5) / (bx * block) * 2 - 1)[None, :]
+    y = ((np.arange(ny) + 0.5) / (by * block) * 2 - 1)[:, None]
+    k = len(_SHAPE_KNOTS)  # sum of tents weighted by their parameters = interpolation of them
+    log_factor = (np.interp(np.hypot(x, y), _SHAPE_KNOTS, params[:k])
+                  + params[k] * x + params[k + 1] * y)
+    return background * np.exp(log_factor), True
 
 
 def _energy_fractions(cube, background, counts, mask):
