@@ -1,5 +1,6 @@
 """`CNNSourceFinder`: every source candidate of a counts map, localised and scored."""
 
+import functools
 import threading
 
 import astropy.units as u
@@ -60,6 +61,34 @@ def _make_table(values=None, meta=None):
         data = np.zeros(0, dtype=dtype) if values is None else np.asarray(values[name], dtype=dtype)
         columns.append(Column(data, name=name, unit=unit or None, description=description))
     return Table(columns, meta=meta, copy=False)
+
+
+@functools.lru_cache
+def _icrs_to_galactic():
+    """Rotation matrix from ICRS to Galactic unit vectors (a fixed rotation in astropy)."""
+    axes = SkyCoord(x=[1, 0, 0], y=[0, 1, 0], z=[0, 0, 1], representation_type="cartesian",
+                    frame="icrs").galactic.cartesian.xyz.value
+    return axes  # column j: ICRS axis j in Galactic coordinates
+
+
+def _icrs_and_galactic(image, x, y):
+    """(ra, dec), (glon, glat) in deg of pixel positions of a 2D `~gammapy.maps.WcsGeom`.
+
+    The candidates table needs both frames at every call of the real-time
+    path; one matrix product replaces astropy's frame machinery (0.5 ms).
+    """
+    if image.frame not in ("icrs", "galactic"):
+        coord = SkyCoord.from_pixel(x, y, image.wcs, origin=0)
+        return ((coord.icrs.ra.deg, coord.icrs.dec.deg),
+                (coord.galactic.l.deg, coord.galactic.b.deg))
+    lon, lat = np.radians(image.wcs.wcs_pix2world(x, y, 0))
+    vector = np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+    matrix = _icrs_to_galactic()
+    other = matrix @ vector if image.frame == "icrs" else matrix.T @ vector
+    other_lon = np.degrees(np.arctan2(other[1], other[0])) % 360
+    other_lat = np.degrees(np.arcsin(np.clip(other[2], -1, 1)))
+    this = (np.degrees(lon) % 360, np.degrees(lat))
+    return (this, (other_lon, other_lat)) if image.frame == "icrs" else ((other_lon, other_lat), this)
 
 
 def _source_name(ra, dec):
@@ -463,14 +492,12 @@ class CNNSourceFinder(Estimator):
         image = geom.to_image()
         x_in, y_in = grid.pix_from_native(np.array([r["x"] for r in rows]),
                                           np.array([r["y"] for r in rows]))
-        coord = SkyCoord.from_pixel(x_in, y_in, image.wcs, origin=0)
-        icrs, gal = coord.icrs, coord.galactic
-        ra, dec = icrs.ra.deg, icrs.dec.deg
+        (ra, dec), (glon, glat) = _icrs_and_galactic(image, x_in, y_in)
         scores = np.array([r["score"] for r in rows])
         pos_err = np.array([r["pos_err"] for r in rows])
         values = dict(
             Source_Name=[_source_name(r, d) for r, d in zip(ra, dec)], RA=ra, DEC=dec,
-            GLON=gal.l.deg, GLAT=gal.b.deg, ra=ra, dec=dec, x=x_in, y=y_in, score=scores,
+            GLON=glon, GLAT=glat, ra=ra, dec=dec, x=x_in, y=y_in, score=scores,
             false_alarm_rate=self.false_alarm_rate(scores),
             significance=[r["significance"] for r in rows], excess=[r["excess"] for r in rows],
             pos_err=pos_err, pos_err_68=pos_err * _R68_FACTOR,

@@ -111,3 +111,20 @@ def test_calibration_sets_threshold_and_error_scale(template, tiny_networks, sim
     np.testing.assert_allclose(tables[1]["pos_err"], 2 * tables[0]["pos_err"])
     with pytest.raises(ValueError, match="pos_err_scale must be positive"):
         CNNSourceFinder(pos_err_scale=0)
+
+
+@pytest.mark.parametrize("frame, centre", [("icrs", (83.6, 22.0)), ("galactic", (359.9, -2.0)),
+                                           ("icrs", (10.0, 89.5))])
+def test_table_coordinates_match_astropy(frame, centre):
+    from astropy.coordinates import SkyCoord
+    from gammapy.maps import WcsGeom
+
+    from gammapy_cnn.finders import _icrs_and_galactic
+
+    geom = WcsGeom.create(skydir=centre, frame=frame, npix=200, binsz=0.025, proj="TAN")
+    x, y = np.random.default_rng(0).uniform(0, 199, (2, 20))
+    (ra, dec), (glon, glat) = _icrs_and_galactic(geom, x, y)
+    coord = SkyCoord.from_pixel(x, y, geom.wcs, origin=0)
+    assert SkyCoord(ra, dec, unit="deg").separation(coord.icrs).arcsec.max() < 1e-6
+    assert SkyCoord(glon, glat, unit="deg", frame="galactic").separation(coord.galactic).arcsec.max() < 1e-6
+    assert np.all((ra >= 0) & (ra < 360) & (glon >= 0) & (glon < 360))
