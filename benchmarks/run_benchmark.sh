@@ -3,13 +3,13 @@
 # Usage: benchmarks/run_benchmark.sh [N] [N_SLOW] [OUT]
 set -euo pipefail
 N=${1:-300}
-N_SLOW=${2:-30}
+N_SLOW=${2:-50}
 OUT=${3:-/tmp/gammapy-cnn-benchmark}
 PROD5=../shared/data/cta-caldb/Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz
 
-nice -n 19 gammapy-cnn benchmark --n "$N" --n-slow "$N_SLOW" --output "$OUT/default-z20" \
+nice -n 5 gammapy-cnn benchmark --n "$N" --n-slow "$N_SLOW" --output "$OUT/default-z20" \
     > "$OUT-default-z20.log"
-nice -n 19 gammapy-cnn benchmark --n "$N" --n-slow "$N_SLOW" --irf "$PROD5" --output "$OUT/prod5" \
+nice -n 5 gammapy-cnn benchmark --n "$N" --n-slow "$N_SLOW" --irf "$PROD5" --output "$OUT/prod5" \
     > "$OUT-prod5.log"
 python benchmarks/benchmark_report.py --run "$OUT/default-z20" default-z20 --run "$OUT/prod5" prod5 \
     ${NOTES:+--notes "$NOTES"} --output docs/results/benchmark.md
