@@ -1,5 +1,5 @@
 #!/bin/bash
-# The full benchmark runs of docs/results/benchmark.md (about 15 min each on 2 cores).
+# The full benchmark runs of docs/results/benchmark.md (about 7 min each on 2 cores).
 # Usage: benchmarks/run_benchmark.sh [N] [N_SLOW] [OUT]
 set -euo pipefail
 N=${1:-300}
