@@ -159,7 +159,7 @@ def fit_source(counts, background, x0, y0, radius):
 
     excess = max(np.sum((c - b).sum(axis=0)[(xx - x0) ** 2 + (yy - y0) ** 2 <= 9]), 1.0)
     start = np.array([x0, y0, np.log(2.5), np.log(excess)])
-    total = _fit_gaussian(c.sum(axis=0, keepdims=True), b.sum(axis=0, keepdims=True), xx, yy,
+    total = _fit_profile(c.sum(axis=0, keepdims=True), b.sum(axis=0, keepdims=True), xx, yy,
                           start, radius)
     bands = _energy_bands(c, b, xx, yy, total)
     fit = total
@@ -170,7 +170,7 @@ def fit_source(counts, background, x0, y0, radius):
         x, y, log_s, log_a = total["params"]
         start = np.concatenate([[x, y], np.full(len(bands), log_s),
                                 log_a + np.log(weights / weights.sum())])
-        fit = _fit_gaussian(c_b, b_b, xx, yy, start, radius)
+        fit = _fit_profile(c_b, b_b, xx, yy, start, radius)
     x, y = fit["params"][:2]
     _, _, log_s, log_a = total["params"]
     return dict(x=x, y=y, pos_err=fit["pos_err"], sigma=np.exp(log_s), amplitude=np.exp(log_a),
@@ -197,7 +197,7 @@ def _energy_bands(counts, background, xx, yy, total):
     return bands
 
 
-def _fit_gaussian(c, b, xx, yy, start, radius):
+def _fit_profile(c, b, xx, yy, start, radius):
     """Fisher scoring of King profiles sharing one position, one width and amplitude per band.
 
     ``c``, ``b``: (n_bands, n_pixels); ``start``: x, y, log widths, log amplitudes.
