@@ -143,8 +143,7 @@ def fit_source(counts, background, x0, y0, radius):
         ``sigma`` (pixels), ``amplitude`` (source counts) and ``ts`` of the
         energy-integrated one; ``n_bands``, the energy bands fitted.
     """
-    counts = np.asarray(counts, dtype=float)
-    background = np.asarray(background, dtype=float)
+    counts, background = np.asarray(counts), np.asarray(background)
     if counts.ndim == 2:
         counts, background = counts[None], background[None]
     ny, nx = counts.shape[-2:]
@@ -154,8 +153,8 @@ def fit_source(counts, background, x0, y0, radius):
     xs = slice(max(ix - r, 0), min(ix + r + 1, nx))
     yy, xx = np.mgrid[ys, xs]
     xx, yy = xx.ravel().astype(float), yy.ravel().astype(float)
-    c = counts[:, ys, xs].reshape(len(counts), -1)
-    b = np.maximum(background[:, ys, xs].reshape(len(counts), -1), 1e-6 / len(counts))
+    c = counts[:, ys, xs].reshape(len(counts), -1).astype(float)
+    b = np.maximum(background[:, ys, xs].reshape(len(counts), -1).astype(float), 1e-6 / len(counts))
 
     excess = max(np.sum((c - b).sum(axis=0)[(xx - x0) ** 2 + (yy - y0) ** 2 <= 9]), 1.0)
     start = np.array([x0, y0, np.log(2.5), np.log(excess)])
@@ -267,7 +266,7 @@ def _per_energy(data, dataset, grid):
     data = data.reshape((-1,) + data.shape[-2:])
     if dataset.mask_safe is not None:
         data = data * np.asarray(dataset.mask_safe.data, bool).reshape(data.shape)
-    return np.array([grid.to_native(image) for image in data])
+    return np.array([grid.to_native(image) for image in data], dtype=np.float32)
 
 
 def _split_in_energy(background, cube, mask, xs, ys, radius):
@@ -415,24 +414,13 @@ class CNNSourceFinder(Estimator):
         geom = dataset.counts.geom
         if not counts.any():  # no event, no candidate (an empty time window is valid input)
             return self._table([], geom, grid)
-        cube = _per_energy(dataset.counts.data, dataset, grid)
-        if maker is not None:
-            background, _ = maker.estimate_image(native_counts[None], native_mask[None],
-                                                 cleaned=False)
-            background = background[0]
-            background_cube = None  # the refinement splits it in energy, if it needs to
-        else:
-            background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
-            background = background_cube.sum(axis=0)
-
         if network.architecture == "seed":
-            rows = self._seed_candidates(network, native_counts, background)
+            rows = self._seed_candidates(network, native_counts)
         else:
-            rows = self._candidates(network, native_counts, native_mask, cube, background,
-                                    background_cube)
+            rows = self._candidates(network, native_counts, native_mask, maker, dataset, grid)
         return self._table(rows, geom, grid)
 
-    def _seed_candidates(self, network, counts, background):
+    def _seed_candidates(self, network, counts):
         if counts.shape != (200, 200):
             raise ValueError("the seed regressor only takes 200 x 200 maps of 0.025 deg pixels")
         x, _, _ = seed_stretch(counts[None])
@@ -442,7 +430,7 @@ class CNNSourceFinder(Estimator):
         return [dict(x=xy[0], y=xy[1], score=float(cleaned[0].max()), significance=np.nan,
                      excess=np.nan, pos_err=np.nan)]
 
-    def _candidates(self, network, counts, mask, cube, background, background_cube):
+    def _candidates(self, network, counts, mask, maker, dataset, grid):
         x, _ = normalise(counts[None], mask[None])
         x, window = pad(x)
         out = network.predict(x)
@@ -456,8 +444,15 @@ class CNNSourceFinder(Estimator):
         radius = FIT_RADIUS.to_value("deg") / binsz
         xs = FINDER_STRIDE * (ix + offset[iy, ix, 0]) + (FINDER_STRIDE - 1) / 2 - window[1].start
         ys = FINDER_STRIDE * (iy + offset[iy, ix, 1]) + (FINDER_STRIDE - 1) / 2 - window[0].start
-        if self.refine and len(xs) and background_cube is None:
-            background_cube = _split_in_energy(background, cube, mask, xs, ys, radius)
+        if self.refine and len(xs):
+            # per-energy cubes only now: most real-time fields have no candidate,
+            # and a large map's cube costs memory
+            cube = _per_energy(dataset.counts.data, dataset, grid)
+            if maker is not None:
+                background, _ = maker.estimate_image(counts[None], mask[None], cleaned=False)
+                background_cube = _split_in_energy(background[0], cube, mask, xs, ys, radius)
+            else:
+                background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
         rows = []
         for cy, cx, px, py in zip(iy, ix, xs, ys):
             ix0, iy0 = int(np.rint(px)), int(np.rint(py))
