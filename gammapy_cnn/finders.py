@@ -44,7 +44,8 @@ COLUMNS = {
     "x": ("", "sub-pixel x position in the input map (0 = centre of the first pixel)"),
     "y": ("", "sub-pixel y position in the input map"),
     "score": ("", "network detection score (heatmap peak, 0-1)"),
-    "false_alarm_rate": ("", "expected false candidates per 5x5 deg field with a score this high"),
+    "false_alarm_rate": ("", "expected false candidates per 5x5 deg field with a score this high "
+                         "(for a candidate kept by the rescue rule: an upper bound)"),
     "significance": ("", "sqrt(TS) of the local Poisson fit of a source over the CNN background"),
     "excess": ("", "fitted source counts"),
     "pos_err": ("deg", "1-sigma position error per axis (the fit's Fisher error times the "
@@ -327,6 +328,9 @@ class CNNSourceFinder(Estimator):
         Factor applied to the fit's Fisher position error. Default: the one
         calibrated on held-out simulations in the network's card (1 if none),
         so that ``pos_err_68`` contains the true position 68% of the time.
+    rescue : bool
+        Also keep peaks below the threshold whose local fit is significant
+        (`rescue_rule`, from the card; networks without it have none). Default True.
 
     Examples
     --------
@@ -338,7 +342,7 @@ class CNNSourceFinder(Estimator):
     tag = "CNNSourceFinder"
 
     def __init__(self, network="default", threshold=None, background="default", refine=True,
-                 max_candidates=50, pos_err_scale=None):
+                 max_candidates=50, pos_err_scale=None, rescue=True):
         self.network_name = network
         if threshold is not None and not 0 <= float(threshold) <= 1:
             raise ValueError(f"threshold is a score between 0 and 1, got {threshold}")
@@ -351,6 +355,7 @@ class CNNSourceFinder(Estimator):
         if pos_err_scale is not None and not float(pos_err_scale) > 0:
             raise ValueError(f"pos_err_scale must be positive, got {pos_err_scale}")
         self._pos_err_scale = pos_err_scale
+        self.rescue = bool(rescue)
         self._lock = threading.Lock()
 
     @lazyproperty
@@ -373,6 +378,20 @@ class CNNSourceFinder(Estimator):
         if self._threshold is not None:
             return float(self._threshold)
         return float((self.calibration or {}).get("default_threshold", DEFAULT_THRESHOLD))
+
+    @property
+    def rescue_rule(self):
+        """The second detection rule, or None: ``dict(score=..., significance=...)``.
+
+        A peak whose score is below the threshold but at least ``score`` is kept
+        when its local fit gives at least ``significance`` (sqrt(TS)): the
+        network is unsure, the counts are not. Its false rate is calibrated in
+        the card (`~gammapy_cnn.training.calibrate_finder`); it needs the refinement.
+        """
+        cal = self.calibration or {}
+        if not (self.rescue and self.refine and "rescue_score" in cal):
+            return None
+        return dict(score=float(cal["rescue_score"]), significance=float(cal["rescue_significance"]))
 
     @property
     def pos_err_scale(self):
@@ -436,7 +455,9 @@ class CNNSourceFinder(Estimator):
         out = network.predict(x)
         heat = out["heatmap"][0, ..., 0]
         offset = out["offset"][0]
-        peaks = (heat == maximum_filter(heat, size=3)) & (heat >= self.threshold)
+        rescue = self.rescue_rule
+        floor = min(self.threshold, rescue["score"]) if rescue else self.threshold
+        peaks = (heat == maximum_filter(heat, size=3)) & (heat >= floor)
         iy, ix = np.nonzero(peaks)
         order = np.argsort(heat[iy, ix])[::-1][: 2 * self.max_candidates]
         iy, ix = iy[order], ix[order]
@@ -468,6 +489,9 @@ class CNNSourceFinder(Estimator):
                           and -0.5 <= fit["y"] <= counts.shape[0] - 0.5)
                 if on_map and np.hypot(fit["x"] - px, fit["y"] - py) < radius / 2 - 0.5:
                     row.update(x=fit["x"], y=fit["y"])
+            rescued = rescue is not None and row["significance"] >= rescue["significance"]
+            if row["score"] < self.threshold and not rescued:
+                continue
             # At most the centre of a border pixel: the table's positions (x, y and sky
             # coordinates, after resampling) always lie inside the input map.
             row.update(x=float(np.clip(row["x"], 0, counts.shape[1] - 1)),

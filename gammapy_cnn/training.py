@@ -473,7 +473,7 @@ def fine_tune(kind, data, output, base="default", epochs=5, learning_rate=3e-4, 
 
 
 def calibrate_finder(network, data, background="default", match_radius=0.15, target_rate=0.02,
-                     max_maps=None, progress=True):
+                     max_maps=None, progress=True, rescue_score=0.3, rescue_significance=5.0):
     """Measure the false-alarm rate of a finder network's scores and store it in its card.
 
     Runs `~gammapy_cnn.CNNSourceFinder` at a low threshold on simulated maps
@@ -487,6 +487,12 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     of the fit is too small (by 30% for the shipped finder), since the
     fitted profile is not the true PSF and the background is estimated.
 
+    It also measures the second detection rule (`CNNSourceFinder.rescue_rule`):
+    peaks with a score between ``rescue_score`` and the threshold whose local
+    fit gives sqrt(TS) >= ``rescue_significance``. The card records the rule
+    and its false (``rescue_false_per_field``) and true candidates; pass
+    ``rescue_significance=None`` to ship a network without it.
+
     Returns
     -------
     calibration : dict
@@ -499,12 +505,13 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     from .finders import CNNSourceFinder
 
     finder = CNNSourceFinder(network=network, background=background, threshold=0.05,
-                             max_candidates=100, pos_err_scale=1.0)
+                             max_candidates=100, pos_err_scale=1.0, rescue=False)
     reader = SimulationReader(data)
     n = len(reader) if max_maps is None else min(len(reader), max_maps)
     energy = MapAxis.from_energy_edges(reader.energy_edges, unit="TeV", name="energy")
     npix = reader.counts(0).shape[-1]
     false_scores, true_scores, true_error_ratio = [], [], []
+    false_significance, true_significance = [], []
     for i in tqdm(range(n), disable=not progress, desc="calibrate"):
         row = reader.maps[i]
         geom = WcsGeom.create(skydir=(row["pointing_ra"], row["pointing_dec"]), npix=npix,
@@ -523,6 +530,8 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
             matched = np.zeros(len(table), bool)
         false_scores.extend(table["score"][~matched])
         true_scores.extend(table["score"][matched])
+        false_significance.extend(table["significance"][~matched])
+        true_significance.extend(table["significance"][matched])
     reader.close()
     scores = np.linspace(0.05, 1.0, 96)
     false_scores = np.asarray(false_scores)
@@ -538,6 +547,17 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
         n_true_candidates_above_threshold=int(above.sum()),
         pos_err_scale=float(np.percentile(ratio, 68)) if len(ratio) else 1.0,
     )
+    if rescue_significance is not None:
+        def in_rescue_zone(scores, significance):
+            scores, significance = np.asarray(scores), np.asarray(significance)
+            return ((scores >= rescue_score) & (scores < threshold)
+                    & (significance >= rescue_significance))
+
+        calibration.update(
+            rescue_score=float(rescue_score), rescue_significance=float(rescue_significance),
+            rescue_false_per_field=float(in_rescue_zone(false_scores, false_significance).sum() / n),
+            n_true_candidates_rescued=int(in_rescue_zone(true_scores, true_significance).sum()),
+        )
     path = finder.network.path
     card = dict(finder.network.card, calibration=calibration)
     write_card(path, card)

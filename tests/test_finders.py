@@ -1,3 +1,5 @@
+import json
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -111,6 +113,23 @@ def test_calibration_sets_threshold_and_error_scale(template, tiny_networks, sim
     np.testing.assert_allclose(tables[1]["pos_err"], 2 * tables[0]["pos_err"])
     with pytest.raises(ValueError, match="pos_err_scale must be positive"):
         CNNSourceFinder(pos_err_scale=0)
+
+    # the rescue rule: below-threshold peaks kept for their local significance only
+    assert finder.rescue_rule == dict(score=cal["rescue_score"], significance=cal["rescue_significance"])
+    assert CNNSourceFinder(network=network, rescue=False).rescue_rule is None
+    assert CNNSourceFinder(network=network, refine=False).rescue_rule is None
+    rule = dict(score=0.0, significance=3.0)  # loose, so that the tiny network rescues some
+    card = json.loads(network.with_suffix(".json").read_text())
+    card["calibration"].update(rescue_score=rule["score"], rescue_significance=rule["significance"])
+    network.with_suffix(".json").write_text(json.dumps(card))
+    threshold = 0.9
+    with_rescue, without = (CNNSourceFinder(network=network, background=tiny_networks["cleaner"],
+                                            threshold=threshold, rescue=r)(dataset) for r in (True, False))
+    assert np.all(without["score"] >= threshold)
+    extra = with_rescue[with_rescue["score"] < threshold]
+    assert len(extra) >= 1
+    assert np.all(extra["significance"] >= rule["significance"])
+    assert len(with_rescue) == len(without) + len(extra)
 
 
 @pytest.mark.parametrize("frame, centre", [("icrs", (83.6, 22.0)), ("galactic", (359.9, -2.0)),
