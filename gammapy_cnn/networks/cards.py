@@ -96,6 +96,16 @@ def card_markdown(card, name):
             f"over the true candidates above the default threshold, so that `pos_err_68` contains "
             f"68% of them.",
             "",
+        ]
+        if "rescue_score" in cal:
+            lines += [
+                f"Rescue rule: a peak with score >= {cal['rescue_score']} (below the threshold) is kept when "
+                f"its local fit gives sqrt(TS) >= {cal['rescue_significance']}. On the same fields it adds "
+                f"{cal['rescue_false_per_field']:.4f} false candidates per field and "
+                f"{cal['n_true_candidates_rescued']} true ones (to {cal['n_true_candidates_above_threshold']}).",
+                "",
+            ]
+        lines += [
             "| score >= | false candidates per field |",
             "|---|---|",
             *[f"| {s:.1f} | {r:.4f} |" for s, r in points],
