@@ -111,7 +111,7 @@ MIN_GROUP_EXCESS = 6.0
 KING_GAMMA = 3.0
 
 
-def fit_source(counts, background, x0, y0, radius):
+def fit_source(counts, background, x0, y0, radius, min_ts=0.0):
     """Poisson maximum-likelihood fit of a point-like source over a fixed background.
 
     The source profile is a King function, ``(1 + r^2 / (2 gamma sigma^2))^-gamma``
@@ -135,6 +135,9 @@ def fit_source(counts, background, x0, y0, radius):
         Start position (pixels).
     radius : float
         Radius of the fitted cutout (pixels).
+    min_ts : float
+        Skip the energy-resolved fit when the energy-integrated TS is below
+        this (a candidate about to be rejected needs no precise position).
 
     Returns
     -------
@@ -161,7 +164,7 @@ def fit_source(counts, background, x0, y0, radius):
     start = np.array([x0, y0, np.log(2.5), np.log(excess)])
     total = _fit_profile(c.sum(axis=0, keepdims=True), b.sum(axis=0, keepdims=True), xx, yy,
                           start, radius)
-    bands = _energy_bands(c, b, xx, yy, total)
+    bands = _energy_bands(c, b, xx, yy, total) if total["ts"] >= min_ts else [list(range(len(c)))]
     fit = total
     if len(bands) > 1:
         c_b = np.array([c[band].sum(axis=0) for band in bands])
@@ -482,7 +485,9 @@ class CNNSourceFinder(Estimator):
             row = dict(x=px, y=py, score=float(heat[cy, cx]), significance=np.nan, excess=np.nan,
                        pos_err=np.nan)
             if self.refine:
-                fit = fit_source(cube, background_cube, px, py, radius)
+                below = row["score"] < self.threshold  # only a rescue can keep it
+                fit = fit_source(cube, background_cube, px, py, radius,
+                                 min_ts=rescue["significance"] ** 2 if below else 0.0)
                 row.update(significance=np.sqrt(fit["ts"]), excess=fit["amplitude"],
                            pos_err=fit["pos_err"] * binsz * self.pos_err_scale)
                 on_map = (-0.5 <= fit["x"] <= counts.shape[1] - 0.5
