@@ -130,6 +130,9 @@ class CNNConfig(GammapyBaseConfig):
         Run the ``find-sources`` step in `CNNAnalysis.run`. Default True.
     refine : bool
         Refine candidate positions with the finder's local likelihood fit. Default True.
+    rescue : bool
+        Also keep below-threshold peaks whose local fit is significant (the
+        finder's calibrated second rule, `CNNSourceFinder.rescue_rule`). Default True.
     max_candidates : int
         At most this many candidates, best first. Default 50.
     """
@@ -139,6 +142,7 @@ class CNNConfig(GammapyBaseConfig):
     threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
     find_sources: bool = True
     refine: bool = True
+    rescue: bool = True
     max_candidates: int = Field(50, ge=1)
 
     @field_validator("background_network", "finder_network", mode="before")
@@ -372,7 +376,7 @@ class CNNAnalysis(Analysis):
         cnn = self.config.cnn
         finder = CNNSourceFinder(
             network=_expand(cnn.finder_network), threshold=cnn.threshold,
-            background=_expand(cnn.background_network), refine=cnn.refine,
+            background=_expand(cnn.background_network), refine=cnn.refine, rescue=cnn.rescue,
             max_candidates=cnn.max_candidates,
         )
         self.candidates = finder.run(dataset)

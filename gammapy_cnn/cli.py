@@ -141,13 +141,15 @@ def fine_tune(kind, base, data, output, epochs, learning_rate, freeze, resume):
 @click.option("--threshold", type=float, help="Minimum score. Default: the network's calibrated one.")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most this many candidates per window, best first.")
+@click.option("--no-rescue", is_flag=True,
+              help="Score rule only: drop below-threshold peaks even when their local fit is significant.")
 @click.option("--energy-min", help="Lower energy cut, e.g. 0.3TeV, or 'safe' (each run's threshold).")
 @click.option("--energy-max", help="Upper energy cut, e.g. 100TeV.")
 @click.option("--offset-max", default="2.5deg", show_default=True,
               help="Mask pixels farther than this from the pointing.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_name, threshold,
-         max_candidates, energy_min, energy_max, offset_max, overwrite):
+         max_candidates, no_rescue, energy_min, energy_max, offset_max, overwrite):
     """Find sources in sliding time windows of DL3 runs, window after window.
 
     EVENTS is a DL3 data store folder or a single event file. Candidates are
@@ -183,7 +185,7 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_na
         RealtimeResult.output_paths(output, overwrite=overwrite)  # fail before the run, not after
         observations = read_observations(events, list(obs_ids) or None)
         finder = CNNSourceFinder(network=finder_name, background=cleaner_name, threshold=threshold,
-                                 max_candidates=max_candidates)
+                                 max_candidates=max_candidates, rescue=not no_rescue)
         windows = []
         for window in find_in_windows(observations, finder, duration_q, step_q, stack=stack,
                                       energy_min=e_min, energy_max=e_max, offset_max=offset):

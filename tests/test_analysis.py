@@ -57,13 +57,14 @@ def test_config_cnn_section_and_defaults():
         datasets:
           type: 3d
           background: {method: cnn, parameters: {batch_size: 4}}
-        cnn: {finder_network: seed, threshold: 0.7, refine: false}
+        cnn: {finder_network: seed, threshold: 0.7, refine: false, rescue: false}
     """)
     assert config.datasets.background.method == "cnn"
     assert config.cnn.background_network == "default"
     assert config.cnn.finder_network == "seed"
     assert config.cnn.threshold == 0.7
     assert config.cnn.find_sources is True and config.cnn.refine is False
+    assert config.cnn.rescue is False and CNNAnalysisConfig().cnn.rescue is True
     assert CNNAnalysisConfig().cnn.threshold is None
 
 

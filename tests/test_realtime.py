@@ -235,7 +235,7 @@ def test_cli_on_synthetic_event_file(tiny_networks, tmp_path):
     result = CliRunner().invoke(cli, [
         "find", str(path), "--duration", "300s", "--step", "150s", "--output", str(out),
         "--finder", str(tiny_networks["finder"]), "--cleaner", str(tiny_networks["cleaner"]),
-        "--threshold", "0", "--max-candidates", "2", "--energy-min", "0.3TeV",
+        "--threshold", "0", "--max-candidates", "2", "--energy-min", "0.3TeV", "--no-rescue",
     ])
     assert result.exit_code == 0, result.output
     assert len(re.findall(r"^obs 7 window \d", result.output, re.M)) == 3
