@@ -33,35 +33,20 @@ prints a message instead when they are absent.
 # %%
 # Setup
 # -----
-import os
 import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from gammapy_cnn.analysis import CNNAnalysis, CNNAnalysisConfig
+from gammapy_cnn.data import find_hess_dr1
 
 # %%
 # Where are the data?
 # -------------------
-# The H.E.S.S. DL3 DR1 data store is looked for in
-# ``$GAMMAPY_CNN_SHARED_DATA/hess-dl3-dr1``, ``../shared/data/hess-dl3-dr1``
+# `~gammapy_cnn.data.find_hess_dr1` looks for the H.E.S.S. DL3 DR1 data store
+# in ``$GAMMAPY_CNN_SHARED_DATA/hess-dl3-dr1``, ``../shared/data/hess-dl3-dr1``
 # (beside the gammapy-cnn checkout) and ``$GAMMAPY_DATA/hess-dl3-dr1``.
-
-
-def find_hess_dr1():
-    candidates = [
-        Path(os.environ.get("GAMMAPY_CNN_SHARED_DATA", "/nonexistent")) / "hess-dl3-dr1",
-        Path("../shared/data/hess-dl3-dr1"),  # run from the repository root
-        Path("../../shared/data/hess-dl3-dr1"),  # run from examples/
-        Path(os.environ.get("GAMMAPY_DATA", "/nonexistent")) / "hess-dl3-dr1",
-    ]
-    for path in candidates:
-        if (path / "hdu-index.fits.gz").is_file():
-            return path.resolve()
-    return None
-
-
 datastore = find_hess_dr1()
 config_file = next((p for p in (Path("configs/crab_hess_cnn.yaml"),
                                 Path("examples/configs/crab_hess_cnn.yaml")) if p.is_file()), None)

@@ -30,7 +30,6 @@ them the example prints a message and does nothing.
 # %%
 # Setup
 # -----
-import os
 import time
 from pathlib import Path
 
@@ -45,25 +44,13 @@ from gammapy_cnn.data import (
     counts_dataset,
     counts_geom,
     dataset_livetime,
+    find_hess_dr1,
     iter_window_datasets,
     read_observations,
 )
 
 CRAB = SkyCoord(83.633, 22.0145, unit="deg")
 CRAB_RUNS = [23523, 23526, 23559, 23592]
-
-
-def find_hess_dr1():
-    candidates = [
-        Path(os.environ.get("GAMMAPY_CNN_SHARED_DATA", "/nonexistent")) / "hess-dl3-dr1",
-        Path("../shared/data/hess-dl3-dr1"),  # run from the repository root
-        Path("../../shared/data/hess-dl3-dr1"),  # run from examples/
-        Path(os.environ.get("GAMMAPY_DATA", "/nonexistent")) / "hess-dl3-dr1",
-    ]
-    for path in candidates:
-        if (path / "hdu-index.fits.gz").is_file():
-            return path.resolve()
-    return None
 
 
 path = find_hess_dr1()

@@ -37,6 +37,7 @@ Conventions
 """
 
 import logging
+import os
 from pathlib import Path
 
 import astropy.units as u
@@ -53,6 +54,7 @@ __all__ = [
     "counts_geom",
     "counts_dataset",
     "dataset_livetime",
+    "find_hess_dr1",
     "iter_window_datasets",
     "read_observations",
     "sliding_windows",
@@ -822,3 +824,28 @@ def read_observations(path, obs_ids=None):
             f"{str(path)!r} holds observation {observation.obs_id}, not obs_ids {obs_ids}."
         )
     return Observations([observation])
+
+
+def find_hess_dr1():
+    """The H.E.S.S. DL3 DR1 data store folder, or None when it is not found.
+
+    Looked for in ``$GAMMAPY_CNN_SHARED_DATA/hess-dl3-dr1``,
+    ``../shared/data/hess-dl3-dr1`` and ``../../shared/data/hess-dl3-dr1``
+    (from the current folder: beside a gammapy-cnn checkout, run from its
+    root or from ``examples/``) and gammapy's ``$GAMMAPY_DATA/hess-dl3-dr1``.
+
+    Returns
+    -------
+    path : `~pathlib.Path` or None
+        A folder holding ``hdu-index.fits.gz``.
+    """
+    candidates = [
+        Path(os.environ.get("GAMMAPY_CNN_SHARED_DATA", "/nonexistent")) / "hess-dl3-dr1",
+        Path("../shared/data/hess-dl3-dr1"),
+        Path("../../shared/data/hess-dl3-dr1"),
+        Path(os.environ.get("GAMMAPY_DATA", "/nonexistent")) / "hess-dl3-dr1",
+    ]
+    for path in candidates:
+        if (path / "hdu-index.fits.gz").is_file():
+            return path.resolve()
+    return None

@@ -571,3 +571,16 @@ def test_hess_read_folder():
     assert len(everything) == 29
     with pytest.raises(ValueError, match="12345"):
         read_observations(HESS_DIR, obs_ids=[12345])
+
+
+def test_find_hess_dr1(tmp_path, monkeypatch):
+    from gammapy_cnn.data import find_hess_dr1
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GAMMAPY_DATA", raising=False)
+    monkeypatch.setenv("GAMMAPY_CNN_SHARED_DATA", str(tmp_path / "shared"))
+    assert find_hess_dr1() is None
+    store = tmp_path / "shared" / "hess-dl3-dr1"
+    store.mkdir(parents=True)
+    (store / "hdu-index.fits.gz").write_bytes(b"")
+    assert find_hess_dr1() == store.resolve()
