@@ -21,10 +21,10 @@ from regions import CircleSkyRegion, PointSkyRegion, Regions
 from scipy.ndimage import maximum_filter
 
 from .makers import CNNBackgroundMaker
-from .networks import load_network
-from .preprocessing import FINDER_STRIDE, native_images, normalise, pad, seed_stretch
+from .networks import ORIGINAL, load_network
+from .preprocessing import FINDER_STRIDE, native_images, normalise, original_stretch, pad
 
-__all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "write_ds9"]
+__all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "empty_candidates_table", "write_ds9"]
 
 #: Radius of the local fit and of the aperture of the ``excess`` column.
 FIT_RADIUS = 0.2 * u.deg
@@ -62,6 +62,11 @@ def _make_table(values=None, meta=None):
         data = np.zeros(0, dtype=dtype) if values is None else np.asarray(values[name], dtype=dtype)
         columns.append(Column(data, name=name, unit=unit or None, description=description))
     return Table(columns, meta=meta, copy=False)
+
+
+def empty_candidates_table(meta=None):
+    """A candidates table with no row: the columns, units and descriptions of `COLUMNS`."""
+    return _make_table(meta=meta)
 
 
 @functools.lru_cache
@@ -311,13 +316,13 @@ class CNNSourceFinder(Estimator):
     more, measured on simulations held out from training. The default
     threshold is the one the card recommends.
 
-    The ``seed`` network is the original CNN-Regressor: one candidate per map,
-    no score calibration, no refinement.
+    The ``original`` network is the original CNN-Regressor: one candidate per
+    map, no score calibration, no refinement (``"seed"`` is an alias of it).
 
     Parameters
     ----------
     network : str or `~pathlib.Path`
-        Shipped finder network (``"default"``, ``"seed"``) or ``.keras`` file.
+        Shipped finder network (``"default"``, ``"original"``) or ``.keras`` file.
     threshold : float, optional
         Minimum score of a candidate. Default: the network's calibrated default.
     background : str or None
@@ -370,7 +375,7 @@ class CNNSourceFinder(Estimator):
     def background_maker(self):
         if self.background is None:
             return None
-        return CNNBackgroundMaker(self.background if self.network.architecture != "seed" else "seed")
+        return CNNBackgroundMaker(self.background if self.network.architecture != ORIGINAL else ORIGINAL)
 
     @property
     def calibration(self):
@@ -436,17 +441,17 @@ class CNNSourceFinder(Estimator):
         geom = dataset.counts.geom
         if not counts.any():  # no event, no candidate (an empty time window is valid input)
             return self._table([], geom, grid)
-        if network.architecture == "seed":
-            rows = self._seed_candidates(network, native_counts)
+        if network.architecture == ORIGINAL:
+            rows = self._original_candidates(network, native_counts)
         else:
             rows = self._candidates(network, native_counts, native_mask, maker, dataset, grid)
         return self._table(rows, geom, grid)
 
-    def _seed_candidates(self, network, counts):
+    def _original_candidates(self, network, counts):
         if counts.shape != (200, 200):
-            raise ValueError("the seed regressor only takes 200 x 200 maps of 0.025 deg pixels")
-        x, _, _ = seed_stretch(counts[None])
-        cleaner = self.background_maker.network if self.background_maker else load_network("cleaner", "seed")
+            raise ValueError("the original regressor only takes 200 x 200 maps of 0.025 deg pixels")
+        x, _, _ = original_stretch(counts[None])
+        cleaner = self.background_maker.network if self.background_maker else load_network("cleaner", ORIGINAL)
         cleaned = cleaner.predict(x[..., None])
         xy = network.predict(cleaned)[0] * 200
         return [dict(x=xy[0], y=xy[1], score=float(cleaned[0].max()), significance=np.nan,

@@ -9,8 +9,8 @@ from gammapy.maps import Map
 from gammapy.modeling.models import FoVBackgroundModel, Models
 from scipy.ndimage import binary_dilation, gaussian_filter
 
-from .networks import load_network
-from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, pad, seed_stretch
+from .networks import ORIGINAL, load_network
+from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, original_stretch, pad
 
 __all__ = ["CNNBackgroundMaker"]
 
@@ -67,8 +67,9 @@ class CNNBackgroundMaker(Maker):
     Parameters
     ----------
     network : str or `~pathlib.Path`
-        Shipped network name (``"default"``, ``"seed"``) or path of a ``.keras``
-        file with its model card. Default is ``"default"``.
+        Shipped network name (``"default"``, ``"original"``; ``"seed"`` is an
+        alias of ``"original"``) or path of a ``.keras`` file with its model
+        card. Default is ``"default"``.
     batch_size : int
         Maps per network call when given several datasets.
 
@@ -123,8 +124,8 @@ class CNNBackgroundMaker(Maker):
                              f"{MIN_NATIVE_PIXELS} native pixels on each side")
         if not np.all(np.isfinite(counts)) or np.any(counts < 0):
             raise ValueError("counts must be finite and non-negative")
-        if self.network.architecture == "seed":
-            return self._estimate_seed(counts, mask)
+        if self.network.architecture == ORIGINAL:
+            return self._estimate_original(counts, mask)
         x, level = normalise(counts, mask)
         x, window = pad(x)
         relative = self.network.predict(x, batch_size=self.batch_size)[..., 0]
@@ -141,15 +142,15 @@ class CNNBackgroundMaker(Maker):
         cleaned = gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
         return background, cleaned
 
-    def _estimate_seed(self, counts, mask):
+    def _estimate_original(self, counts, mask):
         """The original CNN-Cleaner, with its [0, 1] stretch undone as well as it can be.
 
         Its output is a cleaned image in [0, 1] whose scale is lost; we take the
         median pixel as zero excess and the input's stretch as the scale.
         """
         if counts.shape[-2:] != (200, 200):
-            raise ValueError("the seed cleaner only takes 200 x 200 maps of 0.025 deg pixels")
-        x, low, high = seed_stretch(counts)
+            raise ValueError("the original cleaner only takes 200 x 200 maps of 0.025 deg pixels")
+        x, low, high = original_stretch(counts)
         pred = self.network.predict(x[..., None], batch_size=self.batch_size)[..., 0]
         smooth = x * (high - low) + low
         cleaned = (pred - np.median(pred, axis=(-2, -1), keepdims=True)) * (high - low)

@@ -26,7 +26,7 @@ __all__ = [
     "counts_image",
     "normalise",
     "pad",
-    "seed_stretch",
+    "original_stretch",
     "NativeGrid",
     "native_images",
 ]
@@ -44,7 +44,8 @@ MIN_NATIVE_PIXELS = 32
 MAX_PIXELS = 4096**2
 #: Energy range of the training simulations (scenario geometry).
 TRAINING_ENERGY_RANGE = u.Quantity([0.03, 100], "TeV")
-SEED_SMOOTHING_PIXELS = 5
+#: Smoothing (pixels) of the input of the original CNN-Cleaner.
+ORIGINAL_SMOOTHING_PIXELS = 5
 
 
 def counts_image(dataset):
@@ -73,8 +74,8 @@ def counts_image(dataset):
         )
     if geom.is_allsky or geom.data_shape[-1] * geom.data_shape[-2] > MAX_PIXELS:
         raise ValueError(
-            f"dataset {dataset.name!r}: map of {geom.data_shape[-2:]} pixels is too large (all-sky or "
-            f"more than {MAX_PIXELS} pixels); cut it into smaller maps"
+            f"dataset {dataset.name!r}: map of {tuple(int(n) for n in geom.data_shape[-2:])} pixels "
+            f"is too large (all-sky or more than {MAX_PIXELS} pixels); cut it into smaller maps"
         )
     unit = dataset.counts.unit
     if unit not in (u.dimensionless_unscaled, u.ct):
@@ -154,7 +155,7 @@ def pad(array, multiple=PAD_MULTIPLE):
     return np.pad(array, widths), (slice(py // 2, py // 2 + ny), slice(px // 2, px // 2 + nx))
 
 
-def seed_stretch(counts):
+def original_stretch(counts):
     """Input of the original CNN-Cleaner: Gaussian smoothing (5 px) and a [0, 1] stretch.
 
     Returns
@@ -165,11 +166,15 @@ def seed_stretch(counts):
         The stretch of each map, to undo it.
     """
     counts = np.asarray(counts, dtype=np.float64)
-    sigma = (0,) * (counts.ndim - 2) + (SEED_SMOOTHING_PIXELS, SEED_SMOOTHING_PIXELS)
+    sigma = (0,) * (counts.ndim - 2) + (ORIGINAL_SMOOTHING_PIXELS, ORIGINAL_SMOOTHING_PIXELS)
     smooth = gaussian_filter(counts, sigma=sigma, mode="constant")
     low = smooth.min(axis=(-2, -1), keepdims=True)
     high = smooth.max(axis=(-2, -1), keepdims=True)
     return ((smooth - low) / np.where(high > low, high - low, 1)).astype(np.float32), low, high
+
+
+#: Former name of `original_stretch` (the ``original`` architecture was called ``seed``).
+seed_stretch = original_stretch
 
 
 class NativeGrid:
@@ -193,7 +198,7 @@ class NativeGrid:
                 f"pixels of {self.binsz:.3f} are larger than {MAX_BINSZ}: the PSF is not resolved"
             )
         self.factor = float((self.binsz / u.Quantity(native_binsz)).to_value(""))
-        self.shape = tuple(geom.data_shape[-2:])
+        self.shape = tuple(int(n) for n in geom.data_shape[-2:])  # plain ints in messages
         native = np.rint(np.array(self.shape) * self.factor).astype(int)
         if native.min() < MIN_NATIVE_PIXELS:
             raise ValueError(

@@ -1,4 +1,3 @@
-import astropy.units as u
 import numpy as np
 import pytest
 from gammapy.datasets import MapDataset
@@ -136,3 +135,13 @@ def test_refit_to_counts_is_not_biased_by_the_excesses_a_wrong_shape_makes():
     out = _fit_to_counts(counts, network, mask)
     assert abs(out.sum() / counts.sum() - 1) < 0.002
     assert _away_from_excesses(counts, out, mask).mean() > 0.995  # the noise's own 5 sigma remain
+
+
+def test_original_network_and_its_former_name_seed():
+    from gammapy_cnn.networks import load_network
+
+    network = load_network("cleaner", "original")
+    assert network.architecture == "original" and network.path.name == "cleaner_original.keras"
+    # "seed" is an alias, and a network is loaded (and hashed) once per file
+    assert load_network("cleaner", "seed", expect_architecture="seed") is network
+    assert CNNBackgroundMaker(network="seed").network is network

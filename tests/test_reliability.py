@@ -314,7 +314,7 @@ def test_wrong_architecture(tiny_networks, tmp_path):
     _edit_card(path, sha256=sha256(path))
     _refused("cleaner", path, "is not a 'default' cleaner network")
     _edit_card(path, architecture="seed")
-    _refused("cleaner", path, "does not take the input of a 'seed' cleaner")
+    _refused("cleaner", path, "does not take the input of a 'original' cleaner")  # 'seed': alias
     _edit_card(path, architecture="unet")
     _refused("cleaner", path, "unknown architecture 'unet'")
 
@@ -480,10 +480,8 @@ def test_training_is_reproducible(tiny_networks, sim_file, tmp_path):
     bit reproducible; the tolerance leaves room for a different CPU's
     instruction set, not for a different random stream.
     """
-    from gammapy_cnn.training import TrainingConfig, train
-
     from gammapy_cnn.networks import quiet_tensorflow
-    from gammapy_cnn.training import _build
+    from gammapy_cnn.training import TrainingConfig, _build, train
 
     card = load_network("cleaner", tiny_networks["cleaner"]).card
     config = TrainingConfig(**card["recipe"])

@@ -8,9 +8,20 @@ A network file ``NAME.keras`` always travels with its model card
 preprocessing version and pixel size it was trained with, how it was trained
 and how well it does, and the SHA-256 of the ``.keras`` file. Loading checks
 all of them and loads with Keras safe mode (no Lambda layers, no pickles).
+
+Names: ``default`` is our architecture and shipped network; ``original`` is
+the original CNN-Cleaner/CNN-Regressor of the talk, kept as the baseline. Its
+former name ``seed`` is still accepted, without a warning, wherever a network
+or an architecture name is read (`load_network`, ``expect_architecture``, a
+card written by older code); `canonical_name` maps it. It will go after one
+release, once no caller uses it.
+
+A loaded network is cached per file (resolved path, size and modification
+time), so a new maker or finder neither re-hashes nor reloads it.
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -18,9 +29,18 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["Network", "load_network", "shipped_networks", "sha256", "quiet_tensorflow"]
+__all__ = ["Network", "canonical_name", "load_network", "shipped_networks", "sha256", "quiet_tensorflow"]
 
 KINDS = ("cleaner", "finder")
+#: Architecture (and shipped network) of the original CNN-Cleaner/Regressor.
+ORIGINAL = "original"
+#: Former names still accepted for a network or an architecture.
+ALIASES = {"seed": ORIGINAL}
+
+
+def canonical_name(name):
+    """The current name of a shipped network or architecture (``"seed"`` -> ``"original"``)."""
+    return ALIASES.get(name, name)
 
 
 @contextlib.contextmanager
@@ -104,7 +124,8 @@ class Network:
 
     @property
     def architecture(self):
-        return self.card["architecture"]
+        """``"default"`` or ``"original"`` (a card saying ``"seed"`` reads as ``"original"``)."""
+        return canonical_name(self.card["architecture"])
 
     def predict(self, x, batch_size=64):
         """Run the network on a batch (numpy in, numpy out), deterministically.
@@ -117,7 +138,7 @@ class Network:
         from ..preprocessing import PAD_MULTIPLE
 
         ny, nx = x.shape[1:3]
-        if (self.architecture != "seed" and max(ny, nx) > self.tile_size + 2 * self.tile_margin
+        if (self.architecture != ORIGINAL and max(ny, nx) > self.tile_size + 2 * self.tile_margin
                 and ny % PAD_MULTIPLE == 0 and nx % PAD_MULTIPLE == 0
                 and self.tile_size % PAD_MULTIPLE == 0 and self.tile_margin % PAD_MULTIPLE == 0):
             return self._predict_tiled(x)
@@ -175,7 +196,7 @@ def _resolve(kind, network):
         if path.suffix != ".keras":
             raise ValueError(f"network file {path} must be a .keras file")
         return path, False
-    path = weights_dir() / f"{kind}_{name}.keras"
+    path = weights_dir() / f"{kind}_{canonical_name(name)}.keras"
     if not path.is_file():
         raise ValueError(
             f"no shipped {kind} network named {name!r}; shipped: {shipped_networks(kind)} "
@@ -184,15 +205,16 @@ def _resolve(kind, network):
     return path, True
 
 
-def read_card(path):
+def read_card(path, text=None):
+    """The model card (a dict) of a ``.keras`` file; ``text``: its JSON text, if already read."""
     card_path = Path(path).with_suffix(".json")
-    if not card_path.is_file():
+    if text is None and not card_path.is_file():
         raise ValueError(
             f"network {path} has no model card {card_path.name} beside it; refusing a network "
             "whose preprocessing is unknown"
         )
     try:
-        return json.loads(card_path.read_text())
+        return json.loads(card_path.read_text() if text is None else text)
     except json.JSONDecodeError as error:
         raise ValueError(f"model card {card_path} is not valid JSON: {error}") from None
 
@@ -204,25 +226,41 @@ def load_network(kind, network="default", expect_architecture=None):
     ----------
     kind : {"cleaner", "finder"}
     network : str or `~pathlib.Path`
-        Shipped name (``"default"``, ``"seed"``) or path of a ``.keras`` file.
+        Shipped name (``"default"``, ``"original"``; ``"seed"`` is an alias of
+        ``"original"``) or path of a ``.keras`` file.
     expect_architecture : str, optional
         Refuse a network of another architecture.
 
     Returns
     -------
     network : `Network`
+        Cached per file: loading the same unchanged file again returns the
+        same object, without hashing or loading it again.
     """
-    from ..preprocessing import NATIVE_BINSZ, PREPROCESSING_VERSION
-
-    path, shipped = _resolve(kind, network)
+    path, _ = _resolve(kind, network)
     if not path.is_file():
         raise FileNotFoundError(f"network file {path} does not exist")
-    card = read_card(path)
+    path = path.resolve()
+    stat = path.stat()
+    # the card is small: its text is part of the key; the .keras file is known by its stat
+    card_path = path.with_suffix(".json")
+    card_text = card_path.read_text() if card_path.is_file() else None
+    loaded = _load_checked(kind, path, (stat.st_ino, stat.st_size, stat.st_mtime_ns), card_text)
+    if expect_architecture and loaded.architecture != canonical_name(expect_architecture):
+        raise ValueError(f"{path} has architecture {loaded.card.get('architecture')!r}, "
+                         f"expected {expect_architecture!r}")
+    return loaded
+
+
+@functools.lru_cache(maxsize=16)
+def _load_checked(kind, path, file_stat, card_text):
+    """Load and check one file; ``file_stat`` (inode, size, mtime) is part of the cache key only."""
+    from ..preprocessing import PREPROCESSING_VERSION
+    from ..utils import NATIVE_BINSZ
+
+    card = read_card(path, card_text)
     if card.get("kind") != kind:
         raise ValueError(f"{path} is a {card.get('kind')!r} network, not a {kind!r} one")
-    if expect_architecture and card.get("architecture") != expect_architecture:
-        raise ValueError(f"{path} has architecture {card.get('architecture')!r}, "
-                         f"expected {expect_architecture!r}")
     if card.get("preprocessing_version") != PREPROCESSING_VERSION:
         raise ValueError(
             f"{path} was trained with preprocessing version {card.get('preprocessing_version')}, "
@@ -241,16 +279,16 @@ def load_network(kind, network="default", expect_architecture=None):
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # keras raises many types for a bad archive
         raise ValueError(f"cannot load network file {path}: {error}") from None
-    _check_structure(model, kind, card.get("architecture"), path)
+    _check_structure(model, kind, canonical_name(card.get("architecture")), path)
     return Network(model, card, path)
 
 
 #: One probe input per architecture and the output shapes (without batch axis) it must give.
 _PROBES = {
     ("cleaner", "default"): ((64, 64, 3), (64, 64, 1)),
-    ("cleaner", "seed"): ((200, 200, 1), (200, 200, 1)),
+    ("cleaner", ORIGINAL): ((200, 200, 1), (200, 200, 1)),
     ("finder", "default"): ((64, 64, 3), {"heatmap": (16, 16, 1), "offset": (16, 16, 2)}),
-    ("finder", "seed"): ((200, 200, 1), (2,)),
+    ("finder", ORIGINAL): ((200, 200, 1), (2,)),
 }
 
 

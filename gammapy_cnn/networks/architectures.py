@@ -2,9 +2,10 @@
 
 Two families:
 
-- ``seed``: the original CNN-Cleaner and CNN-Regressor exactly as described in
-  the conference talk (see ``docs/design.rst``). They are kept as the baseline
-  every claim is compared with.
+- ``original``: the original CNN-Cleaner and CNN-Regressor exactly as described
+  in the conference talk (see ``docs/design.rst``). They are kept as the
+  baseline every claim is compared with. Their former name ``seed`` is an
+  alias (`~gammapy_cnn.networks.canonical_name`).
 - ``default``: our fully convolutional networks. They take any map whose
   sides are multiples of `PAD_MULTIPLE` pixels (the preprocessing pads), work
   on the counts scale (input divided by the mean counts per pixel, with that
@@ -18,7 +19,7 @@ Two families:
 """
 
 from ..preprocessing import BACKGROUND_STRIDE, FINDER_STRIDE, PAD_MULTIPLE
-from . import quiet_tensorflow
+from . import ALIASES, ORIGINAL, quiet_tensorflow
 
 keras = quiet_tensorflow()
 layers = keras.layers
@@ -28,8 +29,8 @@ __all__ = [
     "FINDER_STRIDE",
     "build_background_network",
     "build_finder_network",
-    "build_seed_cleaner",
-    "build_seed_regressor",
+    "build_original_cleaner",
+    "build_original_regressor",
 ]
 
 
@@ -37,7 +38,7 @@ def _conv(x, filters, name, kernel=3, activation="relu"):
     return layers.Conv2D(filters, kernel, padding="same", activation=activation, name=name)(x)
 
 
-def build_seed_cleaner(size=200):
+def build_original_cleaner(size=200):
     """The original CNN-Cleaner: a convolutional autoencoder on [0, 1] maps."""
     inp = keras.Input((size, size, 1), name="stretched_counts")
     x = layers.Conv2D(12, 2, padding="same", activation="relu", name="enc1")(inp)
@@ -49,10 +50,10 @@ def build_seed_cleaner(size=200):
     x = layers.Conv2D(12, 2, padding="same", activation="relu", name="dec2")(x)
     x = layers.UpSampling2D(2, name="up2")(x)
     out = layers.Conv2D(1, 2, padding="same", activation="sigmoid", name="cleaned")(x)
-    return keras.Model(inp, out, name="seed_cleaner")
+    return keras.Model(inp, out, name="original_cleaner")
 
 
-def build_seed_regressor(size=200):
+def build_original_regressor(size=200):
     """The original CNN-Regressor: one (x, y) in [0, 1] per map."""
     inp = keras.Input((size, size, 1), name="cleaned")
     x = layers.Conv2D(6, 4, padding="same", activation="relu", name="conv0")(inp)
@@ -65,7 +66,7 @@ def build_seed_regressor(size=200):
     x = layers.Dense(10000, activation="relu", name="dense")(x)
     x = layers.Dropout(0.2, name="drop2")(x)
     out = layers.Dense(2, activation="sigmoid", name="position")(x)
-    return keras.Model(inp, out, name="seed_regressor")
+    return keras.Model(inp, out, name="original_regressor")
 
 
 def _encoder(inp, widths, prefix):
@@ -129,8 +130,11 @@ def build_finder_network(widths=(12, 24, 32), channels=3):
 
 
 ARCHITECTURES = {
-    ("cleaner", "seed"): build_seed_cleaner,
+    ("cleaner", ORIGINAL): build_original_cleaner,
     ("cleaner", "default"): build_background_network,
-    ("finder", "seed"): build_seed_regressor,
+    ("finder", ORIGINAL): build_original_regressor,
     ("finder", "default"): build_finder_network,
 }
+# the former name of the original architecture (training recipes may still say ``seed``)
+ARCHITECTURES.update({(kind, alias): ARCHITECTURES[(kind, name)]
+                      for alias, name in ALIASES.items() for kind in ("cleaner", "finder")})

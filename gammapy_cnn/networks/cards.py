@@ -14,11 +14,11 @@ from ..utils import write_text_atomic
 _PURPOSE = {
     ("cleaner", "default"): "Background of a counts map (CNNBackgroundMaker): expected background counts "
     "per pixel from the counts alone, on 0.2 deg cells, refit in normalisation by the maker.",
-    ("cleaner", "seed"): "The original CNN-Cleaner (autoencoder on [0, 1]-stretched, 5-pixel-smoothed "
+    ("cleaner", "original"): "The original CNN-Cleaner (autoencoder on [0, 1]-stretched, 5-pixel-smoothed "
     "maps), kept as the baseline.",
     ("finder", "default"): "Source candidates (CNNSourceFinder): heatmap of source probability and "
     "sub-cell offset on 0.1 deg cells; positions are then refined by a local Poisson fit.",
-    ("finder", "seed"): "The original CNN-Regressor (one (x, y) per map, fed by the seed cleaner), "
+    ("finder", "original"): "The original CNN-Regressor (one (x, y) per map, fed by the original cleaner), "
     "kept as the baseline.",
 }
 
@@ -54,7 +54,9 @@ def _metrics_lines(kind, metrics):
 
 def card_markdown(card, name):
     """Markdown text of one model card."""
-    kind, arch = card["kind"], card["architecture"]
+    from . import canonical_name
+
+    kind, arch = card["kind"], canonical_name(card["architecture"])
     data = card.get("training_data", {})
     history = card.get("history", [])
     lines = [
