@@ -256,6 +256,9 @@ def _fit_to_counts(counts, network_background, mask):
     return background
 
 
+#: Largest |log| of the shape correction factor (a factor of ~22000): a fit that wants more
+#: has failed (e.g. on random, structureless maps) and the network's shape is kept.
+MAX_LOG_FACTOR = 10.0
 #: Knots of the radial part of the shape correction, in units of the map's half-width.
 _SHAPE_KNOTS = np.array([0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5])
 
@@ -280,7 +283,9 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     fit by ``2 dlogL >= min_delta_ts`` over the plain normalisation: at high
     statistics (long exposures, an instrument whose acceptance differs from
     the training ones) the data fix the shape; at low statistics the
-    network's shape is kept.
+    network's shape is kept. So it is when the fit fails (singular
+    system, non-finite values, a factor beyond ``exp(MAX_LOG_FACTOR)``): the
+    Newton steps work on the clipped exponent, so no map overflows.
 
     Returns
     -------
@@ -315,16 +320,26 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
         second_difference[i, i : i + 3] = (1, -2, 1)
     penalty = 10.0 * second_difference.T @ second_difference + 1e-6 * np.eye(len(design))
     params = np.zeros(len(design))
-    for _ in range(30):  # Newton steps of the penalised Poisson log-likelihood (concave)
-        mu = b * np.exp(params @ design)
-        step = np.linalg.solve((design * mu) @ design.T + penalty,
-                               design @ (n - mu) - penalty @ params)
-        params += step
-        if np.abs(step).max() < 1e-6:
-            break
-    mu = b * np.exp(params @ design)
-    mu0 = b * n.sum() / b.sum()  # the plain normalisation, already applied up to rounding
-    delta_ts = 2 * np.sum(n * np.log(mu / mu0) - (mu - mu0))
+    try:
+        for _ in range(30):  # Newton steps of the penalised Poisson log-likelihood (concave)
+            # in log space, the exponent clipped: a random map must not overflow exp
+            mu = b * np.exp(np.clip(params @ design, -MAX_LOG_FACTOR, MAX_LOG_FACTOR))
+            step = np.linalg.solve((design * mu) @ design.T + penalty,
+                                   design @ (n - mu) - penalty @ params)
+            params += step
+            if not np.all(np.isfinite(params)) or np.abs(step).max() < 1e-6:
+                break
+    except np.linalg.LinAlgError:
+        return background, False
+    log_factor = params @ design
+    # a factor beyond the clip is no acceptance correction but a failed fit: keep the network's shape
+    if not np.all(np.isfinite(log_factor)) or np.abs(log_factor).max() >= MAX_LOG_FACTOR:
+        return background, False
+    # the likelihood gain over the plain normalisation mu0 (already applied up to rounding),
+    # with log(mu / mu0) = log_factor - log(norm) so that no ratio of tiny numbers is formed
+    mu = b * np.exp(log_factor)
+    norm = n.sum() / b.sum()
+    delta_ts = 2 * np.sum(n * (log_factor - np.log(norm)) - (mu - b * norm))
     if not np.isfinite(delta_ts) or delta_ts < min_delta_ts:
         return background, False
     x = ((np.arange(nx) + 0.5) / (bx * block) * 2 - 1)[None, :]
@@ -332,6 +347,8 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     k = len(_SHAPE_KNOTS)  # sum of tents weighted by their parameters = interpolation of them
     log_factor = (np.interp(np.hypot(x, y), _SHAPE_KNOTS, params[:k])
                   + params[k] * x + params[k + 1] * y)
+    # outside the blocks' range (the map's corners) the gradient extrapolates: bound it too
+    log_factor = np.clip(log_factor, -MAX_LOG_FACTOR, MAX_LOG_FACTOR)
     return background * np.exp(log_factor), True
 
 

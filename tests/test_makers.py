@@ -145,3 +145,23 @@ def test_original_network_and_its_former_name_seed():
     # "seed" is an alias, and a network is loaded (and hashed) once per file
     assert load_network("cleaner", "seed", expect_architecture="seed") is network
     assert CNNBackgroundMaker(network="seed").network is network
+
+
+def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():
+    """All counts in one block of a flat background: the fit runs away; no warning, shape kept."""
+    import warnings
+
+    from gammapy_cnn.makers import _refit_shape
+
+    for i in range(20):
+        rng = np.random.default_rng(i)
+        counts = np.zeros((64, 64))
+        y, x = rng.integers(0, 56, 2)
+        counts[y : y + 8, x : x + 8] = rng.poisson(rng.uniform(1, 500), (8, 8))
+        background = np.full((64, 64), rng.uniform(1e-3, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            out, reshaped = _refit_shape(counts, background, np.ones((64, 64), bool))
+        assert np.all(np.isfinite(out))
+        if not reshaped:
+            assert out is background
