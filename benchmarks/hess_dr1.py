@@ -29,8 +29,8 @@ Usage::
     nice -n 19 python benchmarks/hess_dr1.py --finder tiny_finder.keras \\
         --cleaner tiny_cleaner.keras --quick --output /tmp/hess.md   # development
 
-The events are read from ``../shared/data/hess-dl3-dr1`` relative to the
-repository (override with --data or ``GAMMAPY_CNN_SHARED_DATA``).
+The events are read from ``$GAMMAPY_DATA/hess-dl3-dr1`` (see
+`gammapy_cnn.example_data`; override with --data).
 """
 
 import argparse
@@ -54,13 +54,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from gammapy_cnn import CNNSourceFinder  # noqa: E402
 from gammapy_cnn.data import counts_geom, read_observations  # noqa: E402
+from gammapy_cnn.example_data import find_hess_dr1  # noqa: E402
 from gammapy_cnn.preprocessing import counts_image  # noqa: E402
-from gammapy_cnn.realtime import _mean_pointing, find_in_windows  # noqa: E402
+from gammapy_cnn.realtime import find_in_windows, mean_pointing  # noqa: E402
 
 log = logging.getLogger("hess_dr1")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("GAMMAPY_CNN_SHARED_DATA", REPO.parent / "shared" / "data")) / "hess-dl3-dr1"
+DEFAULT_DATA = find_hess_dr1()  # None without $GAMMAPY_DATA/hess-dl3-dr1: --data is then needed
 
 SOURCES = {
     "Crab Nebula": dict(position=SkyCoord(83.633, 22.0145, unit="deg"),
@@ -297,7 +298,7 @@ def analyse_source(name, spec, data, finder, thresholds, do_fit, quick):
     log.info("%s: stacked %d runs", name, len(observations))
     (stacked,) = find_in_windows(observations, finder, stack=True, energy_min=cut,
                                  offset_max=OFFSET_MAX, width=WIDTH, binsz=BINSZ, keep_datasets=True)
-    center = _mean_pointing(observations)
+    center = mean_pointing(observations)
     irf = reduce_irf(observations, center, e_min, name="stacked")
     image = irf.to_image()
     check_same_counts(image, stacked.dataset, "stacked " + name)
@@ -612,7 +613,7 @@ def write_report(path, results, off, finder, args, seconds, latencies):
              "The same real-time loop from the command line (candidates printed window after window, "
              "ECSV + DS9 written at the end, median latency reported):", "",
              "```",
-             "gammapy-cnn find ../shared/data/hess-dl3-dr1 --obs-id 33790 --duration 100s --step 100s \\",
+             "gammapy-cnn find $GAMMAPY_DATA/hess-dl3-dr1 --obs-id 33790 --duration 100s --step 100s \\",
              "    --energy-min safe --output hess_33790",
              "```", ""]
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
@@ -636,8 +637,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("gammapy").setLevel(logging.WARNING)
-    if not (args.data / "obs-index.fits.gz").exists():
-        raise SystemExit(f"H.E.S.S. DL3 DR1 not found in {args.data} (use --data)")
+    if args.data is None or not (args.data / "obs-index.fits.gz").exists():
+        raise SystemExit(f"H.E.S.S. DL3 DR1 not found in {args.data or '$GAMMAPY_DATA'} "
+                         "(set GAMMAPY_DATA or use --data)")
 
     t0 = time.perf_counter()
     finder = CNNSourceFinder(network=args.finder, background=args.cleaner, threshold=args.threshold,

@@ -39,20 +39,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from gammapy_cnn.analysis import CNNAnalysis, CNNAnalysisConfig
-from gammapy_cnn.data import find_hess_dr1
+from gammapy_cnn.example_data import find_hess_dr1
 
 # %%
 # Where are the data?
 # -------------------
-# `~gammapy_cnn.data.find_hess_dr1` looks for the H.E.S.S. DL3 DR1 data store
-# in ``$GAMMAPY_CNN_SHARED_DATA/hess-dl3-dr1``, ``../shared/data/hess-dl3-dr1``
-# (beside the gammapy-cnn checkout) and ``$GAMMAPY_DATA/hess-dl3-dr1``.
+# `~gammapy_cnn.example_data.find_hess_dr1` finds the H.E.S.S. DL3 DR1 data
+# store in gammapy's data folder, ``$GAMMAPY_DATA/hess-dl3-dr1``.
 datastore = find_hess_dr1()
 config_file = next((p for p in (Path("configs/crab_hess_cnn.yaml"),
                                 Path("examples/configs/crab_hess_cnn.yaml")) if p.is_file()), None)
 if datastore is None or config_file is None:
-    print("H.E.S.S. DL3 DR1 data (or the example config) not found: set GAMMAPY_CNN_SHARED_DATA "
-          "or GAMMAPY_DATA to a folder holding hess-dl3-dr1/. Skipping this example.")
+    print("H.E.S.S. DL3 DR1 data (or the example config) not found: set GAMMAPY_DATA "
+          "to the folder holding hess-dl3-dr1/. Skipping this example.")
 else:
     print(f"data store: {datastore}\nconfig: {config_file}")
 

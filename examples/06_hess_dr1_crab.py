@@ -22,16 +22,15 @@ datasets with `gammapy_cnn.data.counts_dataset`, and looks for sources
    H.E.S.S. analysis would fine-tune the networks on H.E.S.S. simulations
    first (see :doc:`/user_guide/training`).
 
-The data are looked for in ``$GAMMAPY_CNN_SHARED_DATA/hess-dl3-dr1``,
-``../shared/data/hess-dl3-dr1`` and ``$GAMMAPY_DATA/hess-dl3-dr1``; without
-them the example prints a message and does nothing.
+The data are read from gammapy's data folder, ``$GAMMAPY_DATA/hess-dl3-dr1``
+(`gammapy_cnn.example_data.find_hess_dr1`); without them the example prints
+a message and does nothing.
 """
 
 # %%
 # Setup
 # -----
 import time
-from pathlib import Path
 
 import astropy.units as u
 import matplotlib.pyplot as plt
@@ -44,10 +43,10 @@ from gammapy_cnn.data import (
     counts_dataset,
     counts_geom,
     dataset_livetime,
-    find_hess_dr1,
     iter_window_datasets,
     read_observations,
 )
+from gammapy_cnn.example_data import find_hess_dr1
 
 CRAB = SkyCoord(83.633, 22.0145, unit="deg")
 CRAB_RUNS = [23523, 23526, 23559, 23592]
@@ -55,8 +54,8 @@ CRAB_RUNS = [23523, 23526, 23559, 23592]
 
 path = find_hess_dr1()
 if path is None:
-    print("H.E.S.S. DL3 DR1 data not found: set GAMMAPY_CNN_SHARED_DATA or GAMMAPY_DATA to a "
-          "folder holding hess-dl3-dr1/. Skipping this example.")
+    print("H.E.S.S. DL3 DR1 data not found: set GAMMAPY_DATA to the folder holding "
+          "hess-dl3-dr1/. Skipping this example.")
 else:
     print(f"H.E.S.S. DL3 DR1 data store: {path}")
 
@@ -181,5 +180,5 @@ if path is not None:
 # ``gammapy-cnn find`` does the same from the shell and writes the
 # candidates of every window (ECSV and DS9 regions)::
 #
-#     gammapy-cnn find ../shared/data/hess-dl3-dr1 --obs-id 23523 --duration 100s \
+#     gammapy-cnn find $GAMMAPY_DATA/hess-dl3-dr1 --obs-id 23523 --duration 100s \
 #         --step 100s --energy-min 0.5TeV --output crab-windows

@@ -37,7 +37,6 @@ Conventions
 """
 
 import logging
-import os
 from pathlib import Path
 
 import astropy.units as u
@@ -50,11 +49,12 @@ from gammapy.data.pointing import PointingMode
 from gammapy.datasets import MapDataset
 from gammapy.maps import Map, MapAxis, WcsGeom
 
+from .utils import ENERGY_RANGE, NATIVE_BINSZ, NATIVE_ENERGY_NBIN, to_quantity
+
 __all__ = [
     "counts_geom",
     "counts_dataset",
     "dataset_livetime",
-    "find_hess_dr1",
     "iter_window_datasets",
     "read_observations",
     "sliding_windows",
@@ -70,42 +70,11 @@ _ENERGY_RTOL = 1e-6
 
 
 # --------------------------------------------------------------------------
-# input validation helpers
+# input validation helpers (quantities: gammapy_cnn.utils.to_quantity)
 # --------------------------------------------------------------------------
-def _quantity(value, unit, name, allow_none=False, positive=False):
-    """Convert ``value`` to a `~astropy.units.Quantity` in ``unit`` or raise ValueError."""
-    if value is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name} is required (a Quantity in {unit}).")
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, u.Quantity
-    ):
-        raise ValueError(
-            f"{name} must be an astropy Quantity with a unit convertible to "
-            f"{unit!s} (e.g. {name}=1 * u.{unit!s}), got the bare number {value!r}."
-        )
-    try:
-        quantity = u.Quantity(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a Quantity in {unit!s}, got {value!r}.") from error
-    if not quantity.unit.is_equivalent(unit):
-        raise ValueError(
-            f"{name} must have a unit convertible to {unit!s}, got {quantity!r}."
-        )
-    if not quantity.isscalar:
-        raise ValueError(f"{name} must be a scalar Quantity, got {quantity!r}.")
-    quantity = quantity.to(unit)
-    if not np.isfinite(quantity.value):
-        raise ValueError(f"{name} must be finite, got {quantity!r}.")
-    if positive and quantity.value <= 0:
-        raise ValueError(f"{name} must be > 0, got {quantity!r}.")
-    return quantity
-
-
 def _energy_range(energy_min, energy_max):
-    energy_min = _quantity(energy_min, u.TeV, "energy_min", allow_none=True)
-    energy_max = _quantity(energy_max, u.TeV, "energy_max", allow_none=True)
+    energy_min = to_quantity(energy_min, u.TeV, "energy_min", allow_none=True)
+    energy_max = to_quantity(energy_max, u.TeV, "energy_max", allow_none=True)
     if energy_min is not None and energy_min.value < 0:
         raise ValueError(f"energy_min must be >= 0, got {energy_min!r}.")
     if energy_min is not None and energy_max is not None and energy_max <= energy_min:
@@ -118,7 +87,7 @@ def _energy_range(energy_min, energy_max):
 def _offset_max(offset_max):
     if offset_max is None:
         return None
-    value = _quantity(offset_max, u.deg, "offset_max", positive=True)
+    value = to_quantity(offset_max, u.deg, "offset_max", positive=True)
     return Angle(value)
 
 
@@ -170,7 +139,7 @@ def _check_geom(geom):
 # --------------------------------------------------------------------------
 # geometry
 # --------------------------------------------------------------------------
-def counts_geom(center, width=5 * u.deg, binsz=0.025 * u.deg, energy_axis=None, frame="icrs"):
+def counts_geom(center, width=5 * u.deg, binsz=NATIVE_BINSZ, energy_axis=None, frame="icrs"):
     """Square TAN-projected counts geometry.
 
     Parameters
@@ -205,8 +174,8 @@ def counts_geom(center, width=5 * u.deg, binsz=0.025 * u.deg, energy_axis=None, 
         raise ValueError(f"center must be a scalar SkyCoord, got shape {center.shape}.")
     if frame not in ("icrs", "galactic"):
         raise ValueError(f"frame must be 'icrs' or 'galactic', got {frame!r}.")
-    width = _quantity(width, u.deg, "width", positive=True)
-    binsz = _quantity(binsz, u.deg, "binsz", positive=True)
+    width = to_quantity(width, u.deg, "width", positive=True)
+    binsz = to_quantity(binsz, u.deg, "binsz", positive=True)
     npix = int(round(float(width / binsz)))
     if npix < 1:
         raise ValueError(
@@ -216,7 +185,7 @@ def counts_geom(center, width=5 * u.deg, binsz=0.025 * u.deg, energy_axis=None, 
     if npix * binsz.value >= 180:
         raise ValueError(f"width ({width}) is too large for a TAN projection (< 180 deg).")
     if energy_axis is None:
-        energy_axis = MapAxis.from_energy_bounds("0.03 TeV", "100 TeV", nbin=7, name="energy")
+        energy_axis = MapAxis.from_energy_bounds(*ENERGY_RANGE, nbin=NATIVE_ENERGY_NBIN, name="energy")
     if not isinstance(energy_axis, MapAxis):
         raise ValueError(
             f"energy_axis must be a gammapy MapAxis, got {type(energy_axis).__name__}."
@@ -354,8 +323,8 @@ class _ObservationEvents:
 
 
 def _slice_bounds(start, duration):
-    start = _quantity(start, u.s, "start", allow_none=True)
-    duration = _quantity(duration, u.s, "duration", allow_none=True, positive=True)
+    start = to_quantity(start, u.s, "start", allow_none=True)
+    duration = to_quantity(duration, u.s, "duration", allow_none=True, positive=True)
     lo = None if start is None else start.to_value("s")
     if duration is None:
         hi = None
@@ -575,8 +544,8 @@ def _windows_relative(gti_start, gti_stop, duration, step):
 
 
 def _window_args(duration, step):
-    duration = _quantity(duration, u.s, "duration", positive=True)
-    step = _quantity(step, u.s, "step", positive=True)
+    duration = to_quantity(duration, u.s, "duration", positive=True)
+    step = to_quantity(step, u.s, "step", positive=True)
     return duration.to_value("s"), step.to_value("s")
 
 
@@ -825,27 +794,3 @@ def read_observations(path, obs_ids=None):
         )
     return Observations([observation])
 
-
-def find_hess_dr1():
-    """The H.E.S.S. DL3 DR1 data store folder, or None when it is not found.
-
-    Looked for in ``$GAMMAPY_CNN_SHARED_DATA/hess-dl3-dr1``,
-    ``../shared/data/hess-dl3-dr1`` and ``../../shared/data/hess-dl3-dr1``
-    (from the current folder: beside a gammapy-cnn checkout, run from its
-    root or from ``examples/``) and gammapy's ``$GAMMAPY_DATA/hess-dl3-dr1``.
-
-    Returns
-    -------
-    path : `~pathlib.Path` or None
-        A folder holding ``hdu-index.fits.gz``.
-    """
-    candidates = [
-        Path(os.environ.get("GAMMAPY_CNN_SHARED_DATA", "/nonexistent")) / "hess-dl3-dr1",
-        Path("../shared/data/hess-dl3-dr1"),
-        Path("../../shared/data/hess-dl3-dr1"),
-        Path(os.environ.get("GAMMAPY_DATA", "/nonexistent")) / "hess-dl3-dr1",
-    ]
-    for path in candidates:
-        if (path / "hdu-index.fits.gz").is_file():
-            return path.resolve()
-    return None

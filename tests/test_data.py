@@ -1,14 +1,11 @@
 """Tests of gammapy_cnn.data: counts-only datasets from DL3 events.
 
 Tests marked ``requires_hess`` use the H.E.S.S. DL3 DR1 subset in
-``../shared/data/hess-dl3-dr1`` (relative to the repository root; override
-the ``shared/data`` folder with ``GAMMAPY_CNN_SHARED_DATA``) and skip when it
-is absent. The other tests build observations in memory.
+``$GAMMAPY_DATA/hess-dl3-dr1`` and skip when it is absent. The other tests
+build observations in memory.
 """
 
-import os
 import time
-from pathlib import Path
 
 import astropy.units as u
 import numpy as np
@@ -29,16 +26,16 @@ from gammapy_cnn.data import (
     read_observations,
     sliding_windows,
 )
+from gammapy_cnn.example_data import find_hess_dr1, gammapy_data_dir
 
-SHARED_DATA = Path(
-    os.environ.get("GAMMAPY_CNN_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
-)
-HESS_DIR = SHARED_DATA / "hess-dl3-dr1"
+from .conftest import HESS_DR1
+
+HESS_DIR = HESS_DR1
 requires_hess = pytest.mark.skipif(
     not (HESS_DIR / "hdu-index.fits.gz").exists(),
     reason=(
         f"H.E.S.S. DL3 DR1 reference data not found in {HESS_DIR} "
-        "(set GAMMAPY_CNN_SHARED_DATA to the folder holding hess-dl3-dr1/)"
+        "(set GAMMAPY_DATA to the folder holding hess-dl3-dr1/)"
     ),
 )
 
@@ -573,14 +570,37 @@ def test_hess_read_folder():
         read_observations(HESS_DIR, obs_ids=[12345])
 
 
-def test_find_hess_dr1(tmp_path, monkeypatch):
-    from gammapy_cnn.data import find_hess_dr1
-
+def test_example_data_from_gammapy_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("GAMMAPY_DATA", raising=False)
-    monkeypatch.setenv("GAMMAPY_CNN_SHARED_DATA", str(tmp_path / "shared"))
+    monkeypatch.setenv("GAMMAPY_DATA", str(tmp_path / "gammapy-data"))
+    with pytest.raises(FileNotFoundError, match="set GAMMAPY_DATA"):
+        gammapy_data_dir()
     assert find_hess_dr1() is None
-    store = tmp_path / "shared" / "hess-dl3-dr1"
+    store = tmp_path / "gammapy-data" / "hess-dl3-dr1"
     store.mkdir(parents=True)
+    assert gammapy_data_dir() == store.parent.resolve()
+    assert find_hess_dr1() is None  # no data store in it yet
     (store / "hdu-index.fits.gz").write_bytes(b"")
     assert find_hess_dr1() == store.resolve()
+
+
+def test_example_data_fallbacks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GAMMAPY_DATA", raising=False)
+    monkeypatch.delenv("GAMMAPY_CNN_SHARED_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="set GAMMAPY_DATA"):
+        gammapy_data_dir()
+    assert find_hess_dr1() is None
+    shared = tmp_path / "shared"
+    (shared / "hess-dl3-dr1").mkdir(parents=True)
+    (shared / "hess-dl3-dr1" / "hdu-index.fits.gz").write_bytes(b"")
+    monkeypatch.setenv("GAMMAPY_CNN_SHARED_DATA", str(shared))
+    assert find_hess_dr1() == (shared / "hess-dl3-dr1").resolve()
+    monkeypatch.delenv("GAMMAPY_CNN_SHARED_DATA")
+    (tmp_path / "checkout").mkdir()
+    shared.rename(tmp_path / "data")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "data").rename(tmp_path / "shared" / "data")
+    monkeypatch.chdir(tmp_path / "checkout")  # ../shared/data beside a checkout
+    assert gammapy_data_dir() == (tmp_path / "shared" / "data").resolve()
+    assert find_hess_dr1() is not None

@@ -1,7 +1,7 @@
 """Tests of gammapy_cnn.realtime and of the ``gammapy-cnn find`` command.
 
 Synthetic tests build observations in memory (no data needed); the
-H.E.S.S. DL3 DR1 tests skip cleanly when ``../shared/data/hess-dl3-dr1`` is
+H.E.S.S. DL3 DR1 tests skip cleanly when ``$GAMMAPY_DATA/hess-dl3-dr1`` is
 absent. All use the tiny networks of conftest (or a simple brightest-pixel
 finder where the content of a window must be known exactly): they test the
 windowing, timing and outputs, never the quality of the shipped networks.
@@ -21,11 +21,11 @@ from gammapy.utils.time import time_ref_to_dict
 
 from gammapy_cnn import CNNSourceFinder
 from gammapy_cnn.cli import cli
-from gammapy_cnn.finders import COLUMNS
+from gammapy_cnn.finders import COLUMNS, empty_candidates_table
 from gammapy_cnn.preprocessing import counts_image
 from gammapy_cnn.realtime import (
     WINDOW_COLUMNS,
-    empty_candidates_table,
+    WindowSearch,
     find_in_windows,
     parse_quantity,
     run_windows,
@@ -172,6 +172,52 @@ def test_synthetic_whole_run_and_stack():
     assert stacked.candidates["RA"][0] == pytest.approx(SOURCE.ra.deg, abs=0.1)
 
 
+def test_window_search_api_matches_find_in_windows():
+    obs1 = synthetic_observation(obs_id=1, seed=1)
+    obs2 = synthetic_observation(obs_id=2, seed=2, t_offset=3600.0)
+    finder = brightest_pixel_finder()
+    search = WindowSearch(finder, 100 * u.s, energy_min=1 * u.TeV)
+    assert search.step == 50 * u.s and search.energy_cut(obs1) == 1 * u.TeV
+    windows = list(search.windows(obs2))
+    assert len(windows) == 11 and {w.obs_id for w in windows} == {2}
+    every = list(search.iter_windows([obs2, obs1]))
+    expected = list(find_in_windows([obs2, obs1], finder, 100 * u.s, energy_min=1 * u.TeV))
+    assert [(w.obs_id, w.index, w.n_events) for w in every] == [
+        (w.obs_id, w.index, w.n_events) for w in expected]
+    whole = WindowSearch(finder)
+    assert whole.whole_run(obs1).obs_id == 1
+    stacked = whole.whole_run([obs2, obs1])
+    assert stacked.obs_id == -1 and stacked.obs_ids == [1, 2]
+    with pytest.raises(ValueError, match="duration"):
+        whole.windows(obs1)
+    with pytest.raises(ValueError, match="stack"):
+        search.iter_windows([obs1], stack=True)
+    table, seconds = whole.find(whole._dataset(obs1, whole._geom(POINTING, None), None))
+    assert len(table) == 1 and seconds > 0 * u.s
+
+
+def test_candidates_schema_has_one_home():
+    from gammapy_cnn.finders import _make_table
+    from gammapy_cnn.realtime import empty_candidates_table as reexported
+
+    empty, made = empty_candidates_table(), _make_table()
+    assert reexported is empty_candidates_table
+    assert empty.colnames == list(COLUMNS) and len(empty) == 0
+    for name in COLUMNS:
+        assert empty[name].dtype == made[name].dtype and empty[name].unit == made[name].unit
+        assert empty[name].description == COLUMNS[name][1]
+
+
+def test_small_map_message_prints_plain_sizes():
+    from gammapy_cnn.preprocessing import NativeGrid
+
+    obs = synthetic_observation()
+    (window,) = find_in_windows(obs, brightest_pixel_finder(), width=0.25 * u.deg,
+                                keep_datasets=True)
+    with pytest.raises(ValueError, match=r"map of \(10, 10\) pixels"):
+        NativeGrid(window.dataset.counts.geom)
+
+
 def test_stacked_image_dataset_checks_geometry():
     from gammapy_cnn.data import counts_dataset, counts_geom
 
@@ -271,6 +317,7 @@ def test_cli_errors(tmp_path):
     result = runner.invoke(cli, ["find", str(path), "--output", str(tmp_path / "o"),
                                  "--finder", str(tmp_path / "missing.keras")])
     assert result.exit_code != 0 and "output files exist" in result.output
+    assert "--overwrite" in result.output
     assert (tmp_path / "o" / "candidates.reg").read_text() == "old"
 
 

@@ -1,90 +1,45 @@
-"""Real-time style source finding: `CNNSourceFinder` over sliding time windows of DL3 runs.
+"""The window loop: a source finder over sliding time windows of DL3 runs.
 
-A real-time analysis receives the events of a run as it goes and must say,
-window after window, which sources are in the field. `find_in_windows` does
-this on recorded runs: each run's event list is read once, every window is
-binned into a counts-only dataset (`gammapy_cnn.data.iter_window_datasets`)
-and handed to a `~gammapy_cnn.CNNSourceFinder`; the candidates of every
-window come out as soon as they are found, with the time it took.
-
-Latency
--------
-The latency of a window is the wall-clock time of getting its dataset (the
-first window of each run includes reading the run's event list; later ones
-only select and histogram events) plus the time of the finder on it. Loading
-the networks and TensorFlow's first trace are excluded: by default the finder
-is run once, untimed, on the first dataset (``warm_up=True``), as a real-time
-service would do at start-up.
-
-Outputs
--------
-`RealtimeResult.write` writes, atomically, ``{prefix}.ecsv`` (one row per
-candidate and window: the finder's columns plus the window columns of
-`WINDOW_COLUMNS`), ``{prefix}_windows.ecsv`` (one row per window, with its
-number of candidates and latency, so empty windows are recorded too) and
-``{prefix}.reg`` (DS9 circles of radius ``pos_err_68``, labelled with the
-candidate name, run and window).
+`WindowSearch` holds a finder with the window length, the cuts and the map
+geometry, checked once; it searches whole runs (`WindowSearch.whole_run`),
+the sliding windows of one run (`WindowSearch.windows`) or a list of runs
+in time order (`WindowSearch.iter_windows`). `find_in_windows` and
+`run_windows` are the one-call forms.
 """
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.table import Table, vstack
-from astropy.time import Time
+from astropy.table import vstack
 from gammapy.datasets import MapDataset
 from gammapy.maps import Map, MapAxis
 
-from .data import (
-    _observation_list,
-    _quantity,
-    counts_dataset,
-    counts_geom,
-    iter_window_datasets,
-)
-from .finders import COLUMNS, candidates_to_regions
-from .utils import write_text_atomic
+from ..data import _observation_list, counts_dataset, counts_geom, iter_window_datasets
+from ..utils import ENERGY_RANGE, NATIVE_BINSZ, to_quantity
+from .results import RealtimeResult, WindowResult
 
 __all__ = [
-    "WINDOW_COLUMNS",
-    "RealtimeResult",
-    "WindowResult",
-    "empty_candidates_table",
+    "DEFAULT_ENERGY_RANGE",
+    "WindowSearch",
     "find_in_windows",
+    "mean_pointing",
     "parse_quantity",
     "run_windows",
     "safe_energy_min",
     "stacked_image_dataset",
 ]
 
-#: Columns describing the time window, prepended to the finder's columns.
-WINDOW_COLUMNS = {
-    "OBS_ID": ("", "observation id (-1: several runs stacked, see meta 'obs_ids')"),
-    "WINDOW": ("", "window index within the run (0-based)"),
-    "TIME_START": ("", "window start (TT)"),
-    "TIME_STOP": ("", "window stop (TT)"),
-    "TSTART_REL": ("s", "window start relative to the run start"),
-    "TSTOP_REL": ("s", "window stop relative to the run start"),
-    "LIVETIME": ("s", "dead-time corrected livetime of the window"),
-    "N_EVENTS": ("", "events in the window after the energy cut"),
-    "LATENCY": ("s", "wall-clock time to read and bin the window and find its candidates"),
-}
-#: Extra per-window columns of the windows table.
-_WINDOW_EXTRA = {
-    "N_CANDIDATES": ("", "number of candidates found in the window"),
-    "TIME_BIN": ("s", "wall-clock time to read and bin the window"),
-    "TIME_FIND": ("s", "wall-clock time of the finder on the window"),
-    "ENERGY_MIN": ("TeV", "lower energy cut"),
-}
-#: Default energy range of the counts maps when no cut is given.
-DEFAULT_ENERGY_RANGE = (0.03 * u.TeV, 100 * u.TeV)
+#: Default energy range of the counts maps when no cut is given (the networks' `~gammapy_cnn.utils.ENERGY_RANGE`).
+DEFAULT_ENERGY_RANGE = ENERGY_RANGE
 
 
 def parse_quantity(text, unit, name, positive=True):
     """Parse a quantity written as text, e.g. ``"100s"``, ``"1.5 min"`` or ``"0.3TeV"``.
+
+    `gammapy_cnn.utils.to_quantity` with ``positive=True`` by default, for
+    command-line options.
 
     Parameters
     ----------
@@ -108,23 +63,7 @@ def parse_quantity(text, unit, name, positive=True):
         If the text is not a number with a unit convertible to ``unit``, is
         not finite, or is not positive when required.
     """
-    unit = u.Unit(unit)
-    if isinstance(text, u.Quantity):
-        value = text
-    else:
-        try:
-            value = u.Quantity(str(text).strip())
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{name}: cannot read {text!r} as a quantity; write a number and a unit, "
-                f"e.g. '100s' or '1.5 min' for a time, '0.3TeV' for an energy."
-            ) from None
-        if value.unit == u.dimensionless_unscaled:
-            raise ValueError(
-                f"{name}: {text!r} has no unit; write it with a unit convertible to {unit}, "
-                f"e.g. '{value.value:g}{unit.to_string()}'."
-            )
-    return _quantity(value, unit, name, positive=positive)
+    return to_quantity(text, unit, name, positive=positive)
 
 
 def safe_energy_min(observation):
@@ -162,309 +101,6 @@ def safe_energy_min(observation):
     return float(value) * u.TeV
 
 
-@dataclass
-class WindowResult:
-    """Candidates of one time window (or of a whole run, or of stacked runs).
-
-    Attributes
-    ----------
-    obs_id : int
-        Observation id; -1 for several stacked runs (see ``obs_ids``).
-    index : int
-        Window index within the run (0 for a whole run).
-    time_start, time_stop : `~astropy.time.Time`
-        Window bounds.
-    tstart_rel, tstop_rel : `~astropy.units.Quantity`
-        Window bounds relative to the run start (s).
-    livetime : `~astropy.units.Quantity`
-        Dead-time corrected livetime (s).
-    n_events : int
-        Events in the window after the energy cut.
-    energy_min : `~astropy.units.Quantity`
-        Lower energy cut (TeV).
-    candidates : `~astropy.table.Table`
-        The finder's table (columns of `gammapy_cnn.finders.COLUMNS`).
-    time_bin, time_find : `~astropy.units.Quantity`
-        Wall-clock time to get the dataset and to run the finder (s).
-    obs_ids : list of int
-        Observations in the window.
-    dataset : `~gammapy.datasets.MapDataset` or None
-        The counts-only dataset, kept only when asked (``keep_datasets``).
-    """
-
-    obs_id: int
-    index: int
-    time_start: Time
-    time_stop: Time
-    tstart_rel: u.Quantity
-    tstop_rel: u.Quantity
-    livetime: u.Quantity
-    n_events: int
-    energy_min: u.Quantity
-    candidates: Table
-    time_bin: u.Quantity
-    time_find: u.Quantity
-    obs_ids: list = field(default_factory=list)
-    dataset: MapDataset = None
-
-    @property
-    def latency(self):
-        """Read + bin + find wall-clock time (s)."""
-        return self.time_bin + self.time_find
-
-    def window_row(self):
-        """This window's values for the `WINDOW_COLUMNS` (a dict)."""
-        return {
-            "OBS_ID": self.obs_id,
-            "WINDOW": self.index,
-            "TIME_START": self.time_start,
-            "TIME_STOP": self.time_stop,
-            "TSTART_REL": self.tstart_rel.to_value("s"),
-            "TSTOP_REL": self.tstop_rel.to_value("s"),
-            "LIVETIME": self.livetime.to_value("s"),
-            "N_EVENTS": self.n_events,
-            "LATENCY": self.latency.to_value("s"),
-        }
-
-    def table(self):
-        """Candidates with the window columns first (one row per candidate)."""
-        n = len(self.candidates)
-        table = Table()
-        for name, value in self.window_row().items():
-            if isinstance(value, Time):
-                column = Time(np.repeat(value.mjd, n), format="mjd", scale=value.scale)
-                column.format = "isot"
-                table[name] = column
-            else:
-                table[name] = np.full(n, value)
-        for name in self.candidates.colnames:
-            table[name] = self.candidates[name]
-        _describe(table)
-        return table
-
-    def describe(self):
-        """One line: run, window, number of candidates and latency."""
-        return (
-            f"{_run_label(self)} window {self.index} "
-            f"[{self.tstart_rel.to_value('s'):.0f}, {self.tstop_rel.to_value('s'):.0f}) s "
-            f"livetime {self.livetime.to_value('s'):.0f} s, {self.n_events} events: "
-            f"{len(self.candidates)} candidate(s); latency {self.latency.to_value('s'):.3f} s "
-            f"(read+bin {self.time_bin.to_value('s'):.3f} s, find {self.time_find.to_value('s'):.3f} s)"
-        )
-
-    def candidate_lines(self):
-        """One line per candidate: window, name, RA, DEC, score, significance, pos_err_68."""
-        lines = []
-        for row in self.candidates:
-            lines.append(
-                f"  {_run_label(self)} [{self.tstart_rel.to_value('s'):7.0f}, "
-                f"{self.tstop_rel.to_value('s'):7.0f}) s  {row['Source_Name']:<18} "
-                f"RA {row['RA']:9.4f}  DEC {row['DEC']:+9.4f}  score {row['score']:.3f}  "
-                f"sig {row['significance']:6.1f}  pos_err_68 {row['pos_err_68']:.4f} deg"
-            )
-        return lines
-
-
-def _run_label(window):
-    if window.obs_id == -1:
-        return f"stack of {len(window.obs_ids)} runs"
-    return f"obs {window.obs_id}"
-
-
-def _describe(table):
-    for name, (unit, description) in {**WINDOW_COLUMNS, **_WINDOW_EXTRA}.items():
-        if name in table.colnames:
-            if unit and not isinstance(table[name], Time):
-                table[name].unit = unit
-            table[name].info.description = description
-
-
-class RealtimeResult:
-    """The windows of a real-time style run, and their candidates.
-
-    Parameters
-    ----------
-    windows : list of `WindowResult`
-        In processing order.
-    meta : dict, optional
-        Written into the output tables' meta (finder, cuts, ...).
-    """
-
-    def __init__(self, windows, meta=None):
-        self.windows = list(windows)
-        self.meta = dict(meta or {})
-
-    def __len__(self):
-        return len(self.windows)
-
-    @property
-    def latency(self):
-        """Latency of every window (s)."""
-        return u.Quantity([w.latency.to_value("s") for w in self.windows], u.s)
-
-    @property
-    def median_latency(self):
-        """Median latency over the windows (s); NaN without windows."""
-        if not self.windows:
-            return np.nan * u.s
-        return np.median(self.latency)
-
-    @property
-    def candidates(self):
-        """All candidates, with the window columns first (`WINDOW_COLUMNS`)."""
-        tables = [w.table() for w in self.windows if len(w.candidates)]
-        if tables:
-            table = vstack(tables, metadata_conflicts="silent")
-        else:
-            table = _empty_candidates()
-        table.meta = self._table_meta()
-        _describe(table)
-        return table
-
-    @property
-    def windows_table(self):
-        """One row per window: window columns, number of candidates, timings."""
-        table = _empty_windows()
-        for window in self.windows:
-            row = window.window_row()
-            row.update(
-                N_CANDIDATES=len(window.candidates),
-                TIME_BIN=window.time_bin.to_value("s"),
-                TIME_FIND=window.time_find.to_value("s"),
-                ENERGY_MIN=window.energy_min.to_value("TeV"),
-            )
-            table.add_row(row)
-        table.meta = self._table_meta()
-        _describe(table)
-        return table
-
-    def _table_meta(self):
-        meta = {str(k): v for k, v in self.meta.items()}
-        stacked = sorted({i for w in self.windows if w.obs_id == -1 for i in w.obs_ids})
-        if stacked:
-            meta["obs_ids"] = [int(i) for i in stacked]
-        if self.windows:
-            meta["median_latency_s"] = float(self.median_latency.to_value("s"))
-        return meta
-
-    def regions(self):
-        """DS9-ready `~regions.Regions`: one circle per candidate, labelled with its window."""
-        from regions import Regions
-
-        out = []
-        for window in self.windows:
-            for region, row in zip(candidates_to_regions(window.candidates), window.candidates):
-                region.meta["text"] = (
-                    f"{row['Source_Name']} {_run_label(window)} "
-                    f"{window.tstart_rel.to_value('s'):.0f}-{window.tstop_rel.to_value('s'):.0f}s"
-                )
-                out.append(region)
-        return Regions(out)
-
-    @staticmethod
-    def output_paths(directory, prefix="candidates", overwrite=False):
-        """Paths `write` would write, checked (call it before a long run to fail early).
-
-        Returns
-        -------
-        paths : dict
-            ``{"candidates": Path, "windows": Path, "regions": Path}``.
-
-        Raises
-        ------
-        ValueError
-            If ``directory`` is a file, or a file exists and ``overwrite`` is False.
-        """
-        directory = Path(directory).expanduser()
-        if directory.exists() and not directory.is_dir():
-            raise ValueError(f"output {str(directory)!r} exists and is not a folder.")
-        paths = {
-            "candidates": directory / f"{prefix}.ecsv",
-            "windows": directory / f"{prefix}_windows.ecsv",
-            "regions": directory / f"{prefix}.reg",
-        }
-        if not overwrite:
-            existing = [str(p) for p in paths.values() if p.exists()]
-            if existing:
-                raise ValueError(f"output files exist: {existing}; use overwrite=True.")
-        return paths
-
-    def write(self, directory, prefix="candidates", overwrite=False):
-        """Write the candidates (ECSV), the windows (ECSV) and the regions (DS9), atomically.
-
-        Parameters
-        ----------
-        directory : str or `~pathlib.Path`
-            Output folder, created if needed.
-        prefix : str, optional
-            File name stem. Default is ``"candidates"``.
-        overwrite : bool, optional
-            Replace existing files. Default is False.
-
-        Returns
-        -------
-        paths : dict
-            ``{"candidates": Path, "windows": Path, "regions": Path}``.
-
-        Raises
-        ------
-        ValueError
-            If ``directory`` is a file, or a file exists and ``overwrite`` is False.
-        """
-        paths = self.output_paths(directory, prefix, overwrite)
-        Path(directory).expanduser().mkdir(parents=True, exist_ok=True)
-        write_text_atomic(paths["candidates"], _ecsv_text(self.candidates))
-        write_text_atomic(paths["windows"], _ecsv_text(self.windows_table))
-        text = self.regions().serialize(format="ds9") if any(
-            len(w.candidates) for w in self.windows
-        ) else "# Region file format: DS9 astropy/regions\n# no candidates\n"
-        write_text_atomic(paths["regions"], text)
-        return paths
-
-
-def _empty_candidates():
-    window = WindowResult(
-        obs_id=0, index=0, time_start=Time(51544.0, format="mjd", scale="tt"),
-        time_stop=Time(51544.0, format="mjd", scale="tt"), tstart_rel=0 * u.s,
-        tstop_rel=0 * u.s, livetime=0 * u.s, n_events=0, energy_min=0 * u.TeV,
-        candidates=empty_candidates_table(),
-        time_bin=0 * u.s, time_find=0 * u.s,
-    )
-    return window.table()
-
-
-def empty_candidates_table():
-    """A finder table with no row: the columns, units and descriptions of ``COLUMNS``."""
-    table = Table()
-    for name, (unit, description) in COLUMNS.items():
-        table[name] = np.zeros(0, dtype="U20" if name == "Source_Name" else float)
-        table[name].unit = unit or None
-        table[name].description = description
-    return table
-
-
-def _empty_windows():
-    table = Table()
-    for name in list(WINDOW_COLUMNS) + list(_WINDOW_EXTRA):
-        if name in ("TIME_START", "TIME_STOP"):
-            column = Time(np.zeros(0), format="mjd", scale="tt")
-            column.format = "isot"
-            table[name] = column
-        elif name in ("OBS_ID", "WINDOW", "N_EVENTS", "N_CANDIDATES"):
-            table[name] = np.zeros(0, dtype=np.int64)
-        else:
-            table[name] = np.zeros(0, dtype=float)
-    return table
-
-
-def _ecsv_text(table):
-    import io
-
-    buffer = io.StringIO()
-    table.write(buffer, format="ascii.ecsv")
-    return buffer.getvalue()
-
-
 # --------------------------------------------------------------------------
 # datasets
 # --------------------------------------------------------------------------
@@ -476,8 +112,8 @@ def _energy_cut(observation, energy_min):
             )
         return safe_energy_min(observation)
     if callable(energy_min):
-        return _quantity(energy_min(observation), u.TeV, "energy_min(observation)")
-    return _quantity(energy_min, u.TeV, "energy_min", allow_none=True)
+        return to_quantity(energy_min(observation), u.TeV, "energy_min(observation)")
+    return to_quantity(energy_min, u.TeV, "energy_min", allow_none=True)
 
 
 def _run_geom(center, energy_min, energy_max, width, binsz):
@@ -495,8 +131,19 @@ def _run_geom(center, energy_min, energy_max, width, binsz):
     return counts_geom(center, width=width, binsz=binsz, energy_axis=axis)
 
 
-def _mean_pointing(observations):
-    """Direction of the mean unit vector of the observations' pointings (ICRS)."""
+def mean_pointing(observations):
+    """Direction of the mean unit vector of the observations' pointings (ICRS).
+
+    Parameters
+    ----------
+    observations : list of `~gammapy.data.Observation`
+        Observations with a pointing.
+
+    Returns
+    -------
+    center : `~astropy.coordinates.SkyCoord`
+        Scalar ICRS direction (the centre of a stacked map).
+    """
     xyz = []
     for obs in observations:
         pointing = obs.get_pointing_icrs(obs.tmid)
@@ -531,7 +178,7 @@ def stacked_image_dataset(datasets, name=None):
     ValueError
         If ``datasets`` is empty or the spatial geometries differ.
     """
-    from .preprocessing import counts_image
+    from ..preprocessing import counts_image
 
     datasets = list(datasets)
     if not datasets:
@@ -556,8 +203,279 @@ def stacked_image_dataset(datasets, name=None):
 
 
 # --------------------------------------------------------------------------
-# the generator
+# the window loop
 # --------------------------------------------------------------------------
+class WindowSearch:
+    """A source finder over time windows of DL3 runs, with its cuts and map geometry.
+
+    The arguments are checked once, here. Each run is binned on a map
+    centred on its pointing (a stack of runs on their mean pointing), with
+    one energy bin between the cuts; every search returns `WindowResult`
+    objects holding the candidates and the wall-clock time it took.
+
+    Parameters
+    ----------
+    finder : `~gammapy_cnn.CNNSourceFinder` or callable
+        Takes a counts-only `~gammapy.datasets.MapDataset` and returns a
+        candidates table with the columns of `gammapy_cnn.finders.COLUMNS`.
+    duration : `~astropy.units.Quantity`, optional
+        Window length (time), needed by `windows`. Default: whole runs only.
+    step : `~astropy.units.Quantity`, optional
+        Offset between window starts (time). Default: half of ``duration``.
+        Only windows fully inside one GTI interval are made.
+    energy_min : `~astropy.units.Quantity`, "safe" or callable, optional
+        Lower reconstructed energy cut: a value, ``"safe"`` for each run's
+        safe threshold (`safe_energy_min`), or a function of the observation
+        returning a Quantity. Default is 0.03 TeV.
+    energy_max : `~astropy.units.Quantity`, optional
+        Upper energy cut. Default is 100 TeV.
+    offset_max : `~astropy.units.Quantity`, optional
+        Pixels farther than this from the pointing are masked. Default 2.5 deg.
+    width, binsz : `~astropy.units.Quantity`, optional
+        Map side and pixel size. Default 5 deg and 0.025 deg.
+    warm_up : bool, optional
+        Run the finder once, untimed, on the first dataset, so that loading
+        the networks is not counted in the first window's latency. Default True.
+    keep_datasets : bool, optional
+        Keep each window's dataset in `WindowResult.dataset`. Default False.
+
+    Raises
+    ------
+    ValueError
+        On bad input.
+
+    Examples
+    --------
+    A monitor handing over each run as it comes::
+
+        search = WindowSearch(CNNSourceFinder(), 100 * u.s, energy_min="safe")
+        for window in search.windows(observation):
+            print(window.describe())
+    """
+
+    def __init__(
+        self,
+        finder,
+        duration=None,
+        step=None,
+        *,
+        energy_min=None,
+        energy_max=None,
+        offset_max=2.5 * u.deg,
+        width=5 * u.deg,
+        binsz=NATIVE_BINSZ,
+        warm_up=True,
+        keep_datasets=False,
+    ):
+        if not callable(finder):
+            raise ValueError(f"finder must be a CNNSourceFinder or a callable, got {finder!r}.")
+        if duration is not None:
+            duration = to_quantity(duration, u.s, "duration", positive=True)
+            step = duration / 2 if step is None else to_quantity(step, u.s, "step", positive=True)
+        elif step is not None:
+            raise ValueError("step is given without duration: a step only makes sense with windows.")
+        self.finder = finder
+        self.duration = duration
+        self.step = step
+        self.energy_min = energy_min
+        self.energy_max = to_quantity(energy_max, u.TeV, "energy_max", allow_none=True, positive=True)
+        self.offset_max = to_quantity(offset_max, u.deg, "offset_max", allow_none=True, positive=True)
+        self.width = to_quantity(width, u.deg, "width", positive=True)
+        self.binsz = to_quantity(binsz, u.deg, "binsz", positive=True)
+        self.keep_datasets = bool(keep_datasets)
+        self._warm = not warm_up
+
+    def energy_cut(self, observation):
+        """Lower energy cut of one run (`~astropy.units.Quantity` in TeV, or None for no cut).
+
+        Raises
+        ------
+        ValueError
+            If the cut cannot be had (no safe threshold) or is not below ``energy_max``.
+        """
+        cut = _energy_cut(observation, self.energy_min)
+        if cut is not None and self.energy_max is not None and cut >= self.energy_max:
+            raise ValueError(
+                f"observation {observation.obs_id}: energy_min ({cut}) is not below "
+                f"energy_max ({self.energy_max})."
+            )
+        return cut
+
+    def find(self, dataset):
+        """Run the finder on ``dataset`` (warming it up first if asked).
+
+        Returns
+        -------
+        candidates : `~astropy.table.Table`
+            The finder's table.
+        time_find : `~astropy.units.Quantity`
+            Wall-clock time of the (timed) finder call (s).
+        """
+        if not self._warm:
+            self.finder(dataset)
+            self._warm = True
+        t0 = time.perf_counter()
+        table = self.finder(dataset)
+        return table, (time.perf_counter() - t0) * u.s
+
+    def whole_run(self, observations):
+        """Search a whole run, or several runs stacked into one map (``obs_id`` -1).
+
+        Parameters
+        ----------
+        observations : `~gammapy.data.Observation` or list of them
+            One run, or runs to stack.
+
+        Returns
+        -------
+        window : `WindowResult`
+        """
+        return self._whole_run(self._with_cuts(observations))
+
+    def windows(self, observation):
+        """Search the sliding windows of one run, in time order.
+
+        Parameters
+        ----------
+        observation : `~gammapy.data.Observation`
+            The run.
+
+        Returns
+        -------
+        windows : generator of `WindowResult`
+            One per window, as soon as it is processed.
+
+        Raises
+        ------
+        ValueError
+            If the search has no ``duration`` or the run no energy cut
+            (checked when called, before the first window).
+        """
+        if self.duration is None:
+            raise ValueError("windows need a duration: give WindowSearch a window duration.")
+        ((obs, cut),) = self._with_cuts([observation])
+        return self._windows_of_run(obs, cut)
+
+    def iter_windows(self, observations, stack=False):
+        """Search runs in time order: their windows, or each whole run, or all runs stacked.
+
+        Parameters
+        ----------
+        observations : `~gammapy.data.Observations` or list of `~gammapy.data.Observation`
+            The runs.
+        stack : bool, optional
+            Without ``duration``: stack all runs into one window. Default is False.
+
+        Returns
+        -------
+        windows : generator of `WindowResult`
+            With ``duration``, the windows of each run (`windows`); without,
+            one per run (`whole_run`), or one for all runs with ``stack``.
+
+        Raises
+        ------
+        ValueError
+            On bad input, checked for every run when called, before the first window.
+        """
+        if stack and self.duration is not None:
+            raise ValueError(
+                "stack=True is for whole runs only: give either a window duration or stack=True."
+            )
+        items = self._with_cuts(observations)
+
+        def generate():
+            if self.duration is not None:
+                for obs, cut in items:
+                    yield from self._windows_of_run(obs, cut)
+            elif stack and len(items) > 1:
+                yield self._whole_run(items)
+            else:
+                for item in items:
+                    yield self._whole_run([item])
+
+        return generate()
+
+    # ----------------------------------------------------------------------
+    def _with_cuts(self, observations):
+        """(observation, energy cut) pairs in time order; every cut checked now."""
+        items = [(obs, self.energy_cut(obs)) for obs in _observation_list(observations)]
+        return sorted(items, key=lambda item: item[0].tstart.mjd)
+
+    def _geom(self, center, cut):
+        return _run_geom(center, cut, self.energy_max, self.width, self.binsz)
+
+    def _dataset(self, observation, geom, cut):
+        return counts_dataset(observation, geom, energy_min=cut, energy_max=self.energy_max,
+                              offset_max=self.offset_max, name=f"obs_{observation.obs_id}")
+
+    def _whole_run(self, items):
+        t0 = time.perf_counter()
+        if len(items) == 1:
+            obs, cut = items[0]
+            dataset = self._dataset(obs, self._geom(_pointing(obs), cut), cut)
+            meta = dataset.meta_table
+        else:
+            center = mean_pointing([obs for obs, _ in items])
+            parts = [self._dataset(obs, self._geom(center, cut), cut) for obs, cut in items]
+            dataset = stacked_image_dataset(parts, name="stacked")
+            meta = vstack([p.meta_table for p in parts])
+        time_bin = (time.perf_counter() - t0) * u.s
+        table, time_find = self.find(dataset)
+        starts = [o.tstart for o, _ in items]
+        stops = [o.tstop for o, _ in items]
+        first = min(range(len(items)), key=lambda i: starts[i].mjd)
+        last = max(range(len(items)), key=lambda i: stops[i].mjd)
+        lo_cut = min((c for _, c in items if c is not None), default=None)
+        return WindowResult(
+            obs_id=int(items[0][0].obs_id) if len(items) == 1 else -1, index=0,
+            time_start=starts[first], time_stop=stops[last],
+            tstart_rel=float(np.min(np.asarray(meta["TSTART_REL"], dtype=float))) * u.s,
+            tstop_rel=float(np.max(np.asarray(meta["TSTOP_REL"], dtype=float))) * u.s,
+            livetime=float(np.sum(np.asarray(meta["LIVETIME"], dtype=float))) * u.s,
+            n_events=int(np.sum(np.asarray(meta["N_EVENTS"], dtype=int))),
+            energy_min=_cut_or_default(lo_cut), candidates=table, time_bin=time_bin,
+            time_find=time_find, obs_ids=[int(o.obs_id) for o, _ in items],
+            dataset=dataset if self.keep_datasets else None,
+        )
+
+    def _windows_of_run(self, obs, cut):
+        iterator = iter_window_datasets(
+            obs, duration=self.duration, step=self.step, geom=self._geom(_pointing(obs), cut),
+            name_prefix="obs_", energy_min=cut, energy_max=self.energy_max,
+            offset_max=self.offset_max,
+        )
+        index = 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                t_start, t_stop, dataset = next(iterator)
+            except StopIteration:
+                return
+            time_bin = (time.perf_counter() - t0) * u.s
+            table, time_find = self.find(dataset)
+            meta = dataset.meta_table
+            yield WindowResult(
+                obs_id=int(obs.obs_id), index=index, time_start=t_start, time_stop=t_stop,
+                tstart_rel=float(meta["TSTART_REL"][0]) * u.s,
+                tstop_rel=float(meta["TSTOP_REL"][0]) * u.s,
+                livetime=float(meta["LIVETIME"][0]) * u.s,
+                n_events=int(meta["N_EVENTS"][0]),
+                energy_min=_cut_or_default(cut), candidates=table, time_bin=time_bin,
+                time_find=time_find, obs_ids=[int(obs.obs_id)],
+                dataset=dataset if self.keep_datasets else None,
+            )
+            index += 1
+
+
+def _pointing(observation):
+    center = observation.get_pointing_icrs(observation.tmid)
+    return SkyCoord(center.ra, center.dec)
+
+
+def _cut_or_default(cut):
+    return (DEFAULT_ENERGY_RANGE[0] if cut is None else cut).to("TeV")
+
+
 def find_in_windows(
     observations,
     finder,
@@ -569,43 +487,28 @@ def find_in_windows(
     energy_max=None,
     offset_max=2.5 * u.deg,
     width=5 * u.deg,
-    binsz=0.025 * u.deg,
+    binsz=NATIVE_BINSZ,
     warm_up=True,
     keep_datasets=False,
 ):
     """Run a source finder on sliding time windows of DL3 runs, window after window.
 
+    The one-call form of `WindowSearch`: ``WindowSearch(finder, duration,
+    step, ...).iter_windows(observations, stack)``.
+
     Parameters
     ----------
     observations : `~gammapy.data.Observations` or list of `~gammapy.data.Observation`
         Runs with events, GTIs and pointing (see `gammapy_cnn.data.read_observations`).
-    finder : `~gammapy_cnn.CNNSourceFinder` or callable
-        Takes a counts-only `~gammapy.datasets.MapDataset` and returns a
-        candidates table with the columns of `gammapy_cnn.finders.COLUMNS`.
-    duration : `~astropy.units.Quantity`, optional
-        Window length (time). Default: one window per whole run.
-    step : `~astropy.units.Quantity`, optional
-        Offset between window starts (time). Default: half of ``duration``.
-        Only windows fully inside one GTI interval are made.
+    finder, duration, step
+        The finder, the window length (default: one window per whole run) and
+        the offset between window starts (default: half the length); see `WindowSearch`.
     stack : bool, optional
         Without ``duration``: stack all runs into one dataset (one window),
         on a map centred on their mean pointing. Default is False.
-    energy_min : `~astropy.units.Quantity`, "safe" or callable, optional
-        Lower reconstructed energy cut: a value, ``"safe"`` for each run's
-        safe threshold (`safe_energy_min`), or a function of the observation
-        returning a Quantity. Default is 0.03 TeV.
-    energy_max : `~astropy.units.Quantity`, optional
-        Upper energy cut. Default is 100 TeV.
-    offset_max : `~astropy.units.Quantity`, optional
-        Pixels farther than this from the pointing are masked. Default 2.5 deg.
-    width, binsz : `~astropy.units.Quantity`, optional
-        Map side and pixel size, the map being centred on the pointing.
-        Default 5 deg and 0.025 deg.
-    warm_up : bool, optional
-        Run the finder once, untimed, on the first dataset, so that loading
-        the networks is not counted in the first window's latency. Default True.
-    keep_datasets : bool, optional
-        Keep each window's dataset in `WindowResult.dataset`. Default False.
+    energy_min, energy_max, offset_max, width, binsz, warm_up, keep_datasets
+        Cuts, map geometry and options of `WindowSearch` (defaults: 0.03-100 TeV,
+        2.5 deg, a 5 deg map of 0.025 deg pixels, warm-up on, datasets not kept).
 
     Yields
     ------
@@ -619,118 +522,12 @@ def find_in_windows(
         run has no safe energy threshold when ``energy_min="safe"``.
     """
     obs_list = _observation_list(observations)
-    if not callable(finder):
-        raise ValueError(f"finder must be a CNNSourceFinder or a callable, got {finder!r}.")
-    if duration is not None:
-        duration = _quantity(duration, u.s, "duration", positive=True)
-        step = duration / 2 if step is None else _quantity(step, u.s, "step", positive=True)
-        if stack:
-            raise ValueError(
-                "stack=True is for whole runs only: give either a window duration or stack=True."
-            )
-    elif step is not None:
-        raise ValueError("step is given without duration: a step only makes sense with windows.")
-    energy_max = _quantity(energy_max, u.TeV, "energy_max", allow_none=True, positive=True)
-    offset_max = _quantity(offset_max, u.deg, "offset_max", allow_none=True, positive=True)
-    width = _quantity(width, u.deg, "width", positive=True)
-    binsz = _quantity(binsz, u.deg, "binsz", positive=True)
-    cuts = [_energy_cut(obs, energy_min) for obs in obs_list]  # fail early, before any window
-    for obs, cut in zip(obs_list, cuts):
-        if cut is not None and energy_max is not None and cut >= energy_max:
-            raise ValueError(
-                f"observation {obs.obs_id}: energy_min ({cut}) is not below energy_max ({energy_max})."
-            )
-
-    state = {"warm": not warm_up}
-
-    def find(dataset):
-        if not state["warm"]:
-            finder(dataset)
-            state["warm"] = True
-        t0 = time.perf_counter()
-        table = finder(dataset)
-        return table, (time.perf_counter() - t0) * u.s
-
-    def whole_run(items, index_obs_id):
-        t0 = time.perf_counter()
-        if len(items) == 1:
-            obs, cut = items[0]
-            center = obs.get_pointing_icrs(obs.tmid)
-            geom = _run_geom(SkyCoord(center.ra, center.dec), cut, energy_max, width, binsz)
-            dataset = counts_dataset(obs, geom, energy_min=cut, energy_max=energy_max,
-                                     offset_max=offset_max, name=f"obs_{obs.obs_id}")
-            meta = dataset.meta_table
-        else:
-            center = _mean_pointing([obs for obs, _ in items])
-            parts = []
-            for obs, cut in items:
-                geom = _run_geom(center, cut, energy_max, width, binsz)
-                parts.append(counts_dataset(obs, geom, energy_min=cut, energy_max=energy_max,
-                                            offset_max=offset_max, name=f"obs_{obs.obs_id}"))
-            dataset = stacked_image_dataset(parts, name="stacked")
-            meta = vstack([p.meta_table for p in parts])
-        time_bin = (time.perf_counter() - t0) * u.s
-        table, time_find = find(dataset)
-        starts = [o.tstart for o, _ in items]
-        stops = [o.tstop for o, _ in items]
-        first = min(range(len(items)), key=lambda i: starts[i].mjd)
-        last = max(range(len(items)), key=lambda i: stops[i].mjd)
-        lo_cut = min((c for _, c in items if c is not None), default=None)
-        return WindowResult(
-            obs_id=index_obs_id, index=0, time_start=starts[first], time_stop=stops[last],
-            tstart_rel=float(np.min(np.asarray(meta["TSTART_REL"], dtype=float))) * u.s,
-            tstop_rel=float(np.max(np.asarray(meta["TSTOP_REL"], dtype=float))) * u.s,
-            livetime=float(np.sum(np.asarray(meta["LIVETIME"], dtype=float))) * u.s,
-            n_events=int(np.sum(np.asarray(meta["N_EVENTS"], dtype=int))),
-            energy_min=(DEFAULT_ENERGY_RANGE[0] if lo_cut is None else lo_cut).to("TeV"),
-            candidates=table, time_bin=time_bin, time_find=time_find,
-            obs_ids=[int(o.obs_id) for o, _ in items],
-            dataset=dataset if keep_datasets else None,
-        )
-
-    def windows_of_run(obs, cut):
-        center = obs.get_pointing_icrs(obs.tmid)
-        geom = _run_geom(SkyCoord(center.ra, center.dec), cut, energy_max, width, binsz)
-        iterator = iter_window_datasets(
-            obs, duration=duration, step=step, geom=geom, name_prefix="obs_",
-            energy_min=cut, energy_max=energy_max, offset_max=offset_max,
-        )
-        index = 0
-        while True:
-            t0 = time.perf_counter()
-            try:
-                t_start, t_stop, dataset = next(iterator)
-            except StopIteration:
-                return
-            time_bin = (time.perf_counter() - t0) * u.s
-            table, time_find = find(dataset)
-            meta = dataset.meta_table
-            yield WindowResult(
-                obs_id=int(obs.obs_id), index=index, time_start=t_start, time_stop=t_stop,
-                tstart_rel=float(meta["TSTART_REL"][0]) * u.s,
-                tstop_rel=float(meta["TSTOP_REL"][0]) * u.s,
-                livetime=float(meta["LIVETIME"][0]) * u.s,
-                n_events=int(meta["N_EVENTS"][0]),
-                energy_min=(DEFAULT_ENERGY_RANGE[0] if cut is None else cut).to("TeV"),
-                candidates=table, time_bin=time_bin, time_find=time_find,
-                obs_ids=[int(obs.obs_id)], dataset=dataset if keep_datasets else None,
-            )
-            index += 1
-
-    items = sorted(zip(obs_list, cuts), key=lambda item: item[0].tstart.mjd)
-
-    def generate():
-        if duration is None:
-            if stack and len(items) > 1:
-                yield whole_run(items, -1)
-            else:
-                for item in items:
-                    yield whole_run([item], int(item[0].obs_id))
-        else:
-            for obs, cut in items:
-                yield from windows_of_run(obs, cut)
-
-    return generate()
+    search = WindowSearch(
+        finder, duration, step, energy_min=energy_min, energy_max=energy_max,
+        offset_max=offset_max, width=width, binsz=binsz, warm_up=warm_up,
+        keep_datasets=keep_datasets,
+    )
+    return search.iter_windows(obs_list, stack=stack)
 
 
 def run_windows(observations, finder, duration=None, step=None, **kwargs):
