@@ -18,6 +18,10 @@ The same file runs from the shell::
 
     gammapy-cnn analysis examples/configs/crab_hess_cnn.yaml --output crab-cnn
 
+and writes its products into ``crab-cnn/`` in the current folder (``--output``
+is relative to where the command runs; without it, the config's
+``general.outdir``, here also ``crab-cnn``, is used the same way).
+
 This example runs ``examples/configs/crab_hess_cnn.yaml``: two H.E.S.S. DL3
 DR1 runs on the Crab Nebula. It needs the H.E.S.S. data (see below) and
 prints a message instead when they are absent.
@@ -95,7 +99,10 @@ if datastore is not None and config_file is not None:
 # `~gammapy_cnn.analysis.CNNAnalysis.plot_summary` shows counts, the CNN
 # background and a significance map with the candidates;
 # `~gammapy_cnn.analysis.CNNAnalysis.write` writes the datasets, the
-# candidates (ECSV, DS9 regions, models) and that figure, atomically.
+# candidates (ECSV, DS9 regions, models) and that figure, atomically, into
+# the folder it is given (a relative one is relative to the current folder).
+# Here that is a temporary folder removed when the example ends, so running
+# the example leaves nothing behind.
 if datastore is not None and config_file is not None:
     tmp = tempfile.TemporaryDirectory()  # removed when the example ends
     outdir = Path(tmp.name) / "crab-cnn"

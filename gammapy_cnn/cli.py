@@ -248,7 +248,8 @@ def benchmark(irf, n_maps, quick, output, seed, cleaners, finders, n_slow, stdou
 @cli.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--output", type=click.Path(file_okay=False),
-              help="Output folder. Default: the config's general.outdir.")
+              help="Output folder, relative to the current one. Default: the config's general.outdir "
+                   "(gammapy's default '.': the current folder).")
 @click.option("--overwrite", is_flag=True, help="Replace products already in the output folder.")
 @click.option("--steps", help="Comma-separated steps (default: observations,datasets,find-sources).")
 @click.option("--figure/--no-figure", default=True, show_default=True, help="Write summary.png.")
@@ -257,7 +258,8 @@ def analysis(config, output, overwrite, steps, figure):
 
     CONFIG is a gammapy AnalysisConfig YAML that may use `background: method:
     cnn` and a `cnn:` section (see examples/configs). Writes the datasets, the
-    candidates (ECSV, DS9 regions, seed models) and a summary figure.
+    candidates (ECSV, DS9 regions, seed models) and a summary figure into
+    --output, else the config's general.outdir ('.' by default: the current folder).
     """
     from .analysis import CNNAnalysis, CNNAnalysisConfig
 
