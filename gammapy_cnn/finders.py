@@ -478,7 +478,7 @@ class CNNSourceFinder(Estimator):
             # and a large map's cube costs memory
             cube = _per_energy(dataset.counts.data, dataset, grid)
             if maker is not None:
-                background, _ = maker.estimate_image(counts[None], mask[None], cleaned=False)
+                background = maker.estimate_background(counts[None], mask[None])
                 background_cube = _split_in_energy(background[0], cube, mask, xs, ys, radius)
             else:
                 background_cube = _per_energy(dataset.npred_background().data, dataset, grid)

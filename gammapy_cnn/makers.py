@@ -97,35 +97,22 @@ class CNNBackgroundMaker(Maker):
         """The loaded `~gammapy_cnn.networks.Network` (learned state)."""
         return load_network("cleaner", self.network_name)
 
-    def estimate_image(self, counts, mask, cleaned=True):
-        """Background and cleaned excess of native-grid counts images.
+    def estimate_background(self, counts, mask):
+        """Background of native-grid counts images.
 
         Parameters
         ----------
         counts, mask : `~numpy.ndarray`
             (n, ny, nx) energy-integrated counts and validity masks on 0.025 deg pixels.
-        cleaned : bool
-            Also compute the cleaned excess (skipped on the hot paths that only
-            need the background). Default True.
 
         Returns
         -------
-        background, cleaned : `~numpy.ndarray`
-            (n, ny, nx) expected background counts and smoothed excess counts
-            (None when ``cleaned`` is False).
+        background : `~numpy.ndarray`
+            (n, ny, nx) expected background counts.
         """
-        counts = np.asarray(counts, dtype=np.float64)
-        mask = np.asarray(mask, dtype=bool)
-        if counts.ndim != 3 or counts.shape != mask.shape:
-            raise ValueError(f"counts and mask must both be (n, ny, nx) arrays, got shapes "
-                             f"{counts.shape} and {mask.shape}")
-        if min(counts.shape[1:]) < MIN_NATIVE_PIXELS:
-            raise ValueError(f"images of {counts.shape[1:]} pixels are too small: at least "
-                             f"{MIN_NATIVE_PIXELS} native pixels on each side")
-        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-            raise ValueError("counts must be finite and non-negative")
+        counts, mask = _checked_images(counts, mask)
         if self.network.architecture == ORIGINAL:
-            return self._estimate_original(counts, mask)
+            return self._estimate_original(counts, mask)[0]
         x, level = normalise(counts, mask)
         x, window = pad(x)
         relative = self.network.predict(x, batch_size=self.batch_size)[..., 0]
@@ -136,11 +123,27 @@ class CNNBackgroundMaker(Maker):
         background[empty] = level[empty, None, None] * mask[empty]
         for i in np.nonzero(~empty)[0]:
             background[i] = _fit_to_counts(counts[i], background[i], mask[i])
-        if not cleaned:
-            return background, None
-        sigma = (0, CLEAN_SMOOTHING_PIXELS, CLEAN_SMOOTHING_PIXELS)
-        cleaned = gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
-        return background, cleaned
+        return background
+
+    def estimate_image(self, counts, mask):
+        """Background and cleaned excess of native-grid counts images.
+
+        Parameters
+        ----------
+        counts, mask : `~numpy.ndarray`
+            (n, ny, nx) energy-integrated counts and validity masks on 0.025 deg pixels.
+
+        Returns
+        -------
+        background, cleaned : `~numpy.ndarray`
+            (n, ny, nx) expected background counts (`estimate_background`) and
+            the excess counts smoothed by a 0.05 deg Gaussian.
+        """
+        counts, mask = _checked_images(counts, mask)
+        if self.network.architecture == ORIGINAL:
+            return self._estimate_original(counts, mask)
+        background = self.estimate_background(counts, mask)
+        return background, _smoothed_excess(counts, background, mask)
 
     def _estimate_original(self, counts, mask):
         """The original CNN-Cleaner, with its [0, 1] stretch undone as well as it can be.
@@ -157,12 +160,11 @@ class CNNBackgroundMaker(Maker):
         background = np.clip(smooth - cleaned, 0, None) * mask
         return background, cleaned * mask
 
-    def _estimate(self, dataset, cleaned=True):
+    def _background_image(self, dataset):
+        """Energy-integrated counts, mask and background image on the dataset's pixels."""
         grid, counts, mask, native_counts, native_mask = native_images(dataset)
-        background, excess = self.estimate_image(native_counts[None], native_mask[None], cleaned)
-        background = np.clip(grid.from_native(background[0]), 0, None) * mask
-        excess = grid.from_native(excess[0]) * mask if cleaned else None
-        return counts, mask, background, excess
+        background = self.estimate_background(native_counts[None], native_mask[None])
+        return counts, mask, np.clip(grid.from_native(background[0]), 0, None) * mask
 
     def clean(self, dataset):
         """The cleaned excess map: counts minus CNN background, smoothed (0.05 deg Gaussian).
@@ -180,7 +182,9 @@ class CNNBackgroundMaker(Maker):
         cleaned : `~gammapy.maps.Map`
             2D map on the dataset's image geometry.
         """
-        _, _, _, cleaned = self._estimate(dataset)
+        grid, _, mask, native_counts, native_mask = native_images(dataset)
+        _, cleaned = self.estimate_image(native_counts[None], native_mask[None])
+        cleaned = grid.from_native(cleaned[0]) * mask
         return Map.from_geom(dataset.counts.geom.to_image(), data=cleaned, unit="")
 
     def run(self, dataset, observation=None):
@@ -201,7 +205,7 @@ class CNNBackgroundMaker(Maker):
         dataset : `~gammapy.datasets.MapDataset`
             Same name and geometry; ``background`` in counts.
         """
-        counts, mask, background, _ = self._estimate(dataset, cleaned=False)
+        counts, mask, background = self._background_image(dataset)
         geom = dataset.counts.geom
         data = np.asarray(dataset.counts.data, dtype=float).reshape((-1,) + counts.shape)
         if dataset.mask_safe is not None:
@@ -216,6 +220,27 @@ class CNNBackgroundMaker(Maker):
             kept = [m for m in out.models if not isinstance(m, FoVBackgroundModel)]
             out.models = Models(kept) if kept else None
         return out
+
+
+def _checked_images(counts, mask):
+    """``counts`` and ``mask`` as (n, ny, nx) float and bool arrays, or ValueError."""
+    counts = np.asarray(counts, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if counts.ndim != 3 or counts.shape != mask.shape:
+        raise ValueError(f"counts and mask must both be (n, ny, nx) arrays, got shapes "
+                         f"{counts.shape} and {mask.shape}")
+    if min(counts.shape[1:]) < MIN_NATIVE_PIXELS:
+        raise ValueError(f"images of {counts.shape[1:]} pixels are too small: at least "
+                         f"{MIN_NATIVE_PIXELS} native pixels on each side")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise ValueError("counts must be finite and non-negative")
+    return counts, mask
+
+
+def _smoothed_excess(counts, background, mask):
+    """Counts minus background, smoothed by `CLEAN_SMOOTHING_PIXELS` (normalised kernel)."""
+    sigma = (0, CLEAN_SMOOTHING_PIXELS, CLEAN_SMOOTHING_PIXELS)
+    return gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
 
 
 def _away_from_excesses(counts, background, mask, sigma=4.0):
