@@ -24,7 +24,7 @@ METHODS = """\
 ## What is compared
 
 All methods run on the same simulated maps, in the same process, one map at a time
-(`gammapy_cnn/benchmark.py`; `gammapy-cnn benchmark --help`).
+(`gammapy_cnn/benchmark/`; `gammapy-cnn benchmark --help`).
 
 | method | needs | what it is |
 |---|---|---|
