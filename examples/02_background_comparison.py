@@ -54,9 +54,9 @@ params = MapParameters(
     livetime=livetime.to_value("s"),
     background_norm=1.1, background_tilt=0.05, background_gradient=0.06, gradient_angle=0.5,
     sources=[
-        SourceParameters(lon=0.6, lat=0.3, flux=0.3, index=2.5, extension=0.0),
-        SourceParameters(lon=-0.9, lat=-0.5, flux=0.15, index=2.3, extension=0.1),
-        SourceParameters(lon=0.2, lat=-1.3, flux=0.1, index=2.7, extension=0.0),
+        SourceParameters(offset_x=0.6, offset_y=0.3, flux=0.3, index=2.5, extension=0.0),
+        SourceParameters(offset_x=-0.9, offset_y=-0.5, flux=0.15, index=2.3, extension=0.1),
+        SourceParameters(offset_x=0.2, offset_y=-1.3, flux=0.1, index=2.7, extension=0.0),
     ],
 )
 sim = template.simulate(params, np.random.default_rng(2))

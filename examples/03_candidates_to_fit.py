@@ -54,8 +54,8 @@ params = MapParameters(
     irf_index=0, pointing_ra=pointing.ra.deg, pointing_dec=pointing.dec.deg, livetime=300.0,
     background_norm=1.05, background_tilt=0.0, background_gradient=0.0, gradient_angle=0.0,
     sources=[
-        SourceParameters(lon=0.7, lat=0.4, flux=0.5, index=2.5, extension=0.0),
-        SourceParameters(lon=-0.6, lat=-0.8, flux=0.3, index=2.2, extension=0.0),
+        SourceParameters(offset_x=0.7, offset_y=0.4, flux=0.5, index=2.5, extension=0.0),
+        SourceParameters(offset_x=-0.6, offset_y=-0.8, flux=0.3, index=2.2, extension=0.0),
     ],
 )
 sim = template.simulate(params, np.random.default_rng(11))

@@ -299,7 +299,7 @@ def full_dataset(template, sources, livetime, seed, pointing=(83.6, 22.0)):
     params = MapParameters(
         irf_index=0, pointing_ra=pointing[0], pointing_dec=pointing[1], livetime=livetime,
         background_norm=1.0, background_tilt=0.0, background_gradient=0.0, gradient_angle=0.0,
-        sources=[SourceParameters(lon=a, lat=b, flux=f, index=2.5, extension=0.0)
+        sources=[SourceParameters(offset_x=a, offset_y=b, flux=f, index=2.5, extension=0.0)
                  for a, b, f in sources],
     )
     sim = template.simulate(params, np.random.default_rng(seed))

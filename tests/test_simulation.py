@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import astropy.units as u
 import numpy as np
 import pytest
 
@@ -30,12 +29,12 @@ def test_scenario_sampling_respects_ranges():
     assert fluxes.min() >= 0.02 and fluxes.max() <= 3
     # log-uniform: as many maps below the geometric mean as above
     assert 0.4 < np.mean(fluxes < np.sqrt(0.02 * 3)) < 0.6
-    offsets = np.array([np.hypot(s.lon, s.lat) for d in draws for s in d.sources])
+    offsets = np.array([np.hypot(s.offset_x, s.offset_y) for d in draws for s in d.sources])
     assert offsets.max() <= 2.3 + 1e-9
     for d in draws:
         for i, a in enumerate(d.sources):
             for b in d.sources[i + 1:]:
-                assert np.hypot(a.lon - b.lon, a.lat - b.lat) >= 0.2
+                assert np.hypot(a.offset_x - b.offset_x, a.offset_y - b.offset_y) >= 0.2
 
 
 @pytest.mark.parametrize("data, field", [
@@ -182,3 +181,60 @@ def test_ray_backend_local(tmp_path, test_scenario):
             np.testing.assert_array_equal(ra.counts(slice(None)), rb.counts(slice(None)))
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("morphology, extension, width", [
+    ("gaussian", 0.5, 0.0), ("disk", 0.3, 0.0), ("shell", 0.6, 0.15),
+])
+def test_extended_sources_match_gammapy(template, morphology, extension, width):
+    """Extended sources of the fast path equal gammapy's npred for the same spatial model,
+    in apertures and annuli that tell a disk from a shell (acceptance included)."""
+    source = SourceParameters(0.7, -0.4, 1.0, 2.5, extension, morphology, width)
+    params = _params([source], livetime=1800.0)
+    dataset = simulate_with_gammapy(template, params, seed=1)
+    sim = template.simulate(params, np.random.default_rng(1))
+    fast, slow = sim.signal.sum(axis=0), dataset.npred_signal().data.sum(axis=0)
+    src = sim.sources[0]
+    r = np.hypot(*np.mgrid[:200, :200][::-1] - np.array([src["x"], src["y"]])[:, None, None]) * 0.025
+    edges = np.array([0, 0.5, 1.0, 1.5]) * (extension + width)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        ring = (r >= lo) & (r < hi)
+        assert fast[ring].sum() == pytest.approx(slow[ring].sum(), rel=0.05), (lo, hi)
+
+
+def test_shell_is_limb_brightened_and_band_crosses_the_map(template):
+    from gammapy_cnn.simulation.sampler import morphology_kernel
+    from gammapy_cnn.simulation.scenario import DiffuseParameters
+
+    kernel = morphology_kernel("shell", 0.5, 0.1, 0.025)
+    centre = kernel.shape[0] // 2
+    profile = kernel[centre, centre:]
+    assert np.argmax(profile) * 0.025 == pytest.approx(0.5, abs=0.05)  # peak at the inner radius
+    assert 0 < profile[0] < 0.5 * profile.max()
+    assert profile[-1] == 0  # nothing beyond the outer radius (0.6 deg; the last pixel is at 0.625)
+
+    band = DiffuseParameters(flux=0.3, width=0.2, offset=0.5, angle=0.0, index=2.5)
+    image = template.diffuse_cube(band, 1800).sum(axis=0)
+    across = image.sum(axis=1)  # angle 0: the band runs along x, offset along y
+    y = (np.arange(200) - 99.5) * 0.025
+    mean = np.sum(y * across) / across.sum()
+    assert mean == pytest.approx(0.5, abs=0.05)
+    sigma = np.sqrt(np.sum((y - mean) ** 2 * across) / across.sum())
+    assert 0.2 < sigma < 0.26  # the band's width widened by the PSF
+
+
+def test_training_scenario_has_the_skys_morphologies():
+    scenario = Scenario.preset("default")
+    rng = np.random.default_rng(3)
+    draws = [scenario.sample(rng) for _ in range(400)]
+    sources = [s for d in draws for s in d.sources]
+    kinds = {s.morphology for s in sources}
+    assert kinds == {"point", "gaussian", "disk", "shell"}
+    assert max(s.extension for s in sources if s.morphology == "gaussian") > 0.8
+    assert min(np.hypot(s.offset_x, s.offset_y) for s in sources if s.morphology != "point") < 0.2
+    assert 0.1 < np.mean([d.diffuse is not None for d in draws]) < 0.3
+    # the presets of the first release draw exactly what they drew: points and Gaussians only
+    legacy = Scenario.preset("benchmark")
+    for d in (legacy.sample(rng) for _ in range(50)):
+        assert all(s.morphology == ("gaussian" if s.extension > 0 else "point") for s in d.sources)
+        assert d.diffuse is None

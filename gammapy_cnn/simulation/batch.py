@@ -82,6 +82,7 @@ def simulate_maps(scenario, seed, start, stop):
         row["n_sources"] = len(sim.sources)
         row["npred_signal"] = float(sim.signal.sum())
         row["npred_background"] = sim.npred_background
+        row["npred_diffuse"] = sim.npred_diffuse
         for src in sim.sources:
             sources.append((index,) + tuple(src[name] for name, _ in SOURCE_FIELDS[1:]))
     return dict(counts=counts, signal=signal, mask=mask, maps=maps,

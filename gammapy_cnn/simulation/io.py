@@ -28,17 +28,21 @@ import numpy as np
 
 __all__ = ["SimulationReader", "SimulationWriter", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+#: Version 2 added the sources' morphology and width and the diffuse band;
+#: version-1 files are still read (their sources are points or Gaussians).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 MAP_FIELDS = [
     ("seed", "u8"), ("irf_index", "i4"), ("pointing_ra", "f8"), ("pointing_dec", "f8"),
     ("livetime", "f8"), ("background_norm", "f8"), ("background_tilt", "f8"),
     ("background_gradient", "f8"), ("gradient_angle", "f8"), ("n_sources", "i4"),
-    ("npred_background", "f8"), ("npred_signal", "f8"),
+    ("npred_background", "f8"), ("npred_signal", "f8"), ("npred_diffuse", "f8"),
 ]
 SOURCE_FIELDS = [
     ("map_index", "i8"), ("x", "f8"), ("y", "f8"), ("ra", "f8"), ("dec", "f8"),
-    ("flux", "f8"), ("index", "f8"), ("extension", "f8"), ("npred", "f8"),
+    ("flux", "f8"), ("index", "f8"), ("extension", "f8"), ("morphology", "i1"), ("width", "f8"),
+    ("npred", "f8"),
 ]
 
 
@@ -160,12 +164,19 @@ class SimulationReader:
         except OSError as error:
             raise ValueError(f"{self.path} is not a readable HDF5 file: {error}") from None
         missing = {"counts", "signal", "maps", "sources", "templates"} - set(self.file)
-        if missing or self.file.attrs.get("format_version") != FORMAT_VERSION:
+        version = self.file.attrs.get("format_version")
+        if missing or version not in READABLE_VERSIONS:
             self.file.close()
-            raise ValueError(f"{self.path} is not a gammapy-cnn simulation file (missing {missing})")
+            raise ValueError(
+                f"{self.path} is not a gammapy-cnn simulation file (format version {version}, "
+                f"missing {sorted(missing)})"
+            )
         self._templates = self.file["templates/background"][()]
-        self.maps = self.file["maps"][()]
-        self._sources = self.file["sources"][()]
+        self.maps = _with_fields(self.file["maps"][()], MAP_FIELDS)
+        self._sources = _with_fields(self.file["sources"][()], SOURCE_FIELDS)
+        if version == 1:
+            # version 1 had points and Gaussians only: index 1 of MORPHOLOGIES
+            self._sources["morphology"] = (self._sources["extension"] > 0).astype("i1")
         order = np.argsort(self._sources["map_index"], kind="stable")
         self._sources = self._sources[order]
         self._source_start = np.searchsorted(self._sources["map_index"], np.arange(len(self) + 1))
@@ -225,6 +236,17 @@ class SimulationReader:
     def sources(self, index):
         """Source table rows (structured array) of map ``index``."""
         return self._sources[self._source_start[index] : self._source_start[index + 1]]
+
+
+def _with_fields(array, fields):
+    """``array`` with the columns of ``fields`` it lacks (older files) added as zeros."""
+    names = array.dtype.names
+    if all(name in names for name, _ in fields):
+        return array
+    out = np.zeros(array.shape, dtype=fields)
+    for name in names:
+        out[name] = array[name]
+    return out
 
 
 def background_model(rate, energy_tev, coord_deg, livetime, norm, tilt, gradient, angle):

@@ -20,7 +20,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-__all__ = ["Distribution", "Scenario", "MapParameters", "SourceParameters"]
+from ..utils import ENERGY_RANGE, NATIVE_BINSZ, NATIVE_ENERGY_NBIN, NATIVE_NPIX, to_quantity
+
+__all__ = ["DiffuseParameters", "Distribution", "MapParameters", "MORPHOLOGIES", "Scenario", "SourceParameters"]
 
 _Value = Union[float, int, str]
 
@@ -33,25 +35,26 @@ _UNITS = {
     "source_flux": "",
     "source_index": "",
     "source_extension": "deg",
+    "shell_radius": "deg",
+    "shell_width": "deg",
+    "diffuse_probability": "",
+    "diffuse_flux": "",
+    "diffuse_width": "deg",
+    "diffuse_offset": "deg",
     "background_norm": "",
     "background_tilt": "",
     "background_gradient": "",
 }
 _NON_NEGATIVE = {"livetime", "n_sources", "source_offset", "source_flux", "source_extension",
-                 "background_norm", "background_gradient"}
+                 "shell_radius", "shell_width", "diffuse_probability", "diffuse_flux",
+                 "diffuse_width", "diffuse_offset", "background_norm", "background_gradient"}
+#: Spatial models of the simulated sources (gammapy's names, lower case).
+MORPHOLOGIES = ("point", "gaussian", "disk", "shell")
 
 
 def _to_float(value, unit, name):
     """A value in ``unit``; bare numbers are taken to be in that unit already."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    try:
-        quantity = u.Quantity(value)
-        if unit:
-            return float(quantity.to_value(unit))
-        return float(quantity.to_value(u.dimensionless_unscaled))
-    except (TypeError, ValueError, u.UnitsError) as error:
-        raise ValueError(f"{name}: cannot read {value!r} as a value in {unit or 'no unit'} ({error})")
+    return float(to_quantity(value, unit or u.dimensionless_unscaled, name, bare_numbers=True).value)
 
 
 class Distribution(BaseModel):
@@ -139,11 +142,11 @@ class Geometry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    npix: int = 200
-    binsz: str = "0.025 deg"
-    energy_min: str = "0.03 TeV"
-    energy_max: str = "100 TeV"
-    energy_nbin: int = 7
+    npix: int = NATIVE_NPIX
+    binsz: str = str(NATIVE_BINSZ)
+    energy_min: str = str(ENERGY_RANGE[0])
+    energy_max: str = str(ENERGY_RANGE[1])
+    energy_nbin: int = NATIVE_ENERGY_NBIN
 
     @field_validator("npix", "energy_nbin")
     @classmethod
@@ -199,7 +202,14 @@ class Scenario(BaseModel):
     source_extension: Distribution = Distribution(
         dist="choice", values=[0, 0.03, 0.06, 0.1, 0.2], weights=[0.6, 0.1, 0.1, 0.1, 0.1]
     )
+    source_morphology: Optional[dict[str, float]] = None
+    shell_radius: Distribution = Distribution(dist="uniform", min=0.2, max=1.0)
+    shell_width: Distribution = Distribution(dist="uniform", min=0.05, max=0.2)
     min_separation: str = "0.2 deg"
+    diffuse_probability: Distribution = Distribution(dist="fixed", value=0)
+    diffuse_flux: Distribution = Distribution(dist="log-uniform", min=0.05, max=0.5)
+    diffuse_width: Distribution = Distribution(dist="uniform", min=0.1, max=0.5)
+    diffuse_offset: Distribution = Distribution(dist="uniform", min=0, max=2.0)
     background_norm: Distribution = Distribution(dist="uniform", min=0.8, max=1.2)
     background_tilt: Distribution = Distribution(dist="uniform", min=-0.2, max=0.2)
     background_gradient: Distribution = Distribution(dist="uniform", min=0, max=0.1)
@@ -211,6 +221,23 @@ class Scenario(BaseModel):
             return _as_distribution(value).converted(_UNITS[info.field_name], info.field_name)
         except ValidationError as error:
             raise ValueError(f"{info.field_name}: {error}")
+
+    @field_validator("source_morphology", mode="before")
+    @classmethod
+    def _morphology_weights(cls, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = {value: 1.0}
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"give weights per morphology, e.g. {{point: 0.5, shell: 0.5}}, got {value!r}")
+        unknown = set(value) - set(MORPHOLOGIES)
+        if unknown:
+            raise ValueError(f"unknown morphology {sorted(unknown)}; choose from {list(MORPHOLOGIES)}")
+        weights = {key: float(weight) for key, weight in value.items()}
+        if min(weights.values()) < 0 or sum(weights.values()) <= 0:
+            raise ValueError(f"morphology weights must be non-negative and not all zero, got {weights}")
+        return weights
 
     @field_validator("irf")
     @classmethod
@@ -226,6 +253,9 @@ class Scenario(BaseModel):
             low, _ = getattr(self, name).bounds
             if low < 0:
                 raise ValueError(f"{name} must not be negative (lowest possible value {low})")
+        _, probability = self.diffuse_probability.bounds
+        if probability > 1:
+            raise ValueError(f"diffuse_probability must be within [0, 1], got up to {probability}")
         _, off_max = self.source_offset.bounds
         half = self.geometry.width.to_value("deg") / 2
         if off_max > half:
@@ -303,33 +333,102 @@ class Scenario(BaseModel):
             for _attempt in range(100):
                 offset = float(self.source_offset.sample(rng))
                 angle = float(rng.uniform(0, 2 * np.pi))
-                lon, lat = offset * np.cos(angle), offset * np.sin(angle)
-                if all(np.hypot(lon - s.lon, lat - s.lat) >= min_sep for s in params.sources):
+                dx, dy = offset * np.cos(angle), offset * np.sin(angle)
+                if all(np.hypot(dx - s.offset_x, dy - s.offset_y) >= min_sep for s in params.sources):
                     break
             else:
                 continue
-            params.sources.append(
-                SourceParameters(
-                    lon=lon,
-                    lat=lat,
-                    flux=float(self.source_flux.sample(rng)),
-                    index=float(self.source_index.sample(rng)),
-                    extension=float(self.source_extension.sample(rng)),
-                )
+            source = SourceParameters(
+                offset_x=float(dx),
+                offset_y=float(dy),
+                flux=float(self.source_flux.sample(rng)),
+                index=float(self.source_index.sample(rng)),
+            )
+            source.morphology, source.extension, source.width = self._sample_shape(rng)
+            params.sources.append(source)
+        _, probability = self.diffuse_probability.bounds
+        if probability > 0 and rng.uniform() < float(self.diffuse_probability.sample(rng)):
+            params.diffuse = DiffuseParameters(
+                flux=float(self.diffuse_flux.sample(rng)),
+                width=float(self.diffuse_width.sample(rng)),
+                offset=float(self.diffuse_offset.sample(rng)),
+                angle=float(rng.uniform(0, np.pi)),
+                index=float(self.source_index.sample(rng)),
+                modulation=float(rng.uniform(0, 0.5)),
+                phase=float(rng.uniform(0, 2 * np.pi)),
             )
         return params
+
+    def _sample_shape(self, rng):
+        """(morphology, extension, width) of one source.
+
+        Without ``source_morphology`` (the presets of the first release) a
+        source is a Gaussian of ``source_extension`` when that is > 0, so those
+        scenarios draw exactly the maps they always drew.
+        """
+        if self.source_morphology is None:
+            extension = float(self.source_extension.sample(rng))
+            return ("gaussian" if extension > 0 else "point"), extension, 0.0
+        names = list(self.source_morphology)
+        weights = np.array([self.source_morphology[name] for name in names])
+        morphology = names[rng.choice(len(names), p=weights / weights.sum())]
+        if morphology == "point":
+            return morphology, 0.0, 0.0
+        if morphology == "shell":
+            return morphology, float(self.shell_radius.sample(rng)), float(self.shell_width.sample(rng))
+        return morphology, float(self.source_extension.sample(rng)), 0.0
 
 
 @dataclass
 class SourceParameters:
-    """One simulated source; ``lon``/``lat`` are deg in the map's tangent plane
-    (x towards increasing pixel x, y towards increasing pixel y)."""
+    """One simulated source.
 
-    lon: float
-    lat: float
+    ``offset_x``/``offset_y`` are its offsets from the map centre in deg, in
+    the map's tangent plane (x towards increasing pixel x, y towards
+    increasing pixel y); they are not sky coordinates. ``extension`` is the
+    Gaussian sigma, the disk radius or the shell's inner radius (gammapy's
+    `~gammapy.modeling.models.ShellSpatialModel`), ``width`` the shell's width.
+    """
+
+    offset_x: float
+    offset_y: float
     flux: float
     index: float
-    extension: float
+    extension: float = 0.0
+    morphology: str = "point"
+    width: float = 0.0
+
+    def __post_init__(self):
+        if self.morphology not in MORPHOLOGIES:
+            raise ValueError(f"morphology must be one of {MORPHOLOGIES}, got {self.morphology!r}")
+        if self.morphology == "point" and self.extension > 0:
+            self.morphology = "gaussian"
+
+    @property
+    def outer_radius(self):
+        """Radius in deg that holds the source before the PSF (3 sigma for a Gaussian)."""
+        return {"point": 0.0, "gaussian": 3 * self.extension, "disk": self.extension,
+                "shell": self.extension + self.width}[self.morphology]
+
+
+@dataclass
+class DiffuseParameters:
+    """A Galactic-plane-like band crossing the map.
+
+    Its surface brightness falls off as a Gaussian of ``width`` (deg) away
+    from a straight line that passes ``offset`` deg from the map centre at
+    position angle ``angle`` (rad); along the line it is modulated by
+    ``1 + modulation * sin(2 pi s / 2 deg + phase)``. ``flux`` is in Crab
+    units per deg of band length (power law of ``index``).
+    """
+
+    flux: float
+    width: float
+    offset: float
+    angle: float
+    index: float
+    modulation: float = 0.0
+    phase: float = 0.0
 
 
 @dataclass
@@ -345,3 +444,4 @@ class MapParameters:
     background_gradient: float
     gradient_angle: float
     sources: list = field(default_factory=list)
+    diffuse: Optional[DiffuseParameters] = None
