@@ -136,8 +136,10 @@ def fine_tune(kind, base, data, output, epochs, learning_rate, freeze, resume):
               help="Folder for candidates.ecsv, candidates_windows.ecsv and candidates.reg.")
 @click.option("--finder", "finder_name", default="default", show_default=True,
               help="Shipped finder network name or .keras file.")
-@click.option("--cleaner", "cleaner_name", default="default", show_default=True,
+@click.option("--background-network", "background_network", default="default", show_default=True,
               help="Shipped background network name or .keras file.")
+@click.option("--cleaner", "cleaner_name", hidden=True,
+              help="Former name of --background-network (deprecated).")
 @click.option("--threshold", type=float, help="Minimum score. Default: the network's calibrated one.")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=50, show_default=True,
               help="At most this many candidates per window, best first.")
@@ -148,8 +150,8 @@ def fine_tune(kind, base, data, output, epochs, learning_rate, freeze, resume):
 @click.option("--offset-max", default="2.5deg", show_default=True,
               help="Mask pixels farther than this from the pointing.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_name, threshold,
-         max_candidates, no_rescue, energy_min, energy_max, offset_max, overwrite):
+def find(events, obs_ids, duration, step, stack, output, finder_name, background_network, cleaner_name,
+         threshold, max_candidates, no_rescue, energy_min, energy_max, offset_max, overwrite):
     """Find sources in sliding time windows of DL3 runs, window after window.
 
     EVENTS is a DL3 data store folder or a single event file. Candidates are
@@ -169,6 +171,11 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_na
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint=option) from None
 
+    if cleaner_name is not None:
+        if background_network != "default":
+            raise click.BadParameter("give --background-network only (--cleaner is its former name)",
+                                     param_hint="--cleaner")
+        background_network = cleaner_name
     duration_q = quantity(duration, u.s, "--duration")
     step_q = quantity(step, u.s, "--step")
     if step_q is not None and duration_q is None:
@@ -184,7 +191,7 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_na
     try:
         RealtimeResult.output_paths(output, overwrite=overwrite)  # fail before the run, not after
         observations = read_observations(events, list(obs_ids) or None)
-        finder = CNNSourceFinder(network=finder_name, background=cleaner_name, threshold=threshold,
+        finder = CNNSourceFinder(network=finder_name, background_network=background_network, threshold=threshold,
                                  max_candidates=max_candidates, rescue=not no_rescue)
         windows = []
         for window in find_in_windows(observations, finder, duration_q, step_q, stack=stack,
@@ -193,7 +200,7 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, cleaner_na
             for line in window.candidate_lines():
                 click.echo(line)
             windows.append(window)
-        meta = {"finder": str(finder_name), "cleaner": str(cleaner_name),
+        meta = {"finder": str(finder_name), "cleaner": str(background_network),
                 "threshold": finder.threshold, "events": str(events)}
         result = RealtimeResult(windows, meta=meta)
         paths = result.write(output, overwrite=overwrite)

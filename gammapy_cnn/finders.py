@@ -1,7 +1,10 @@
 """`CNNSourceFinder`: every source candidate of a counts map, localised and scored."""
 
+import copy
 import functools
+import sys
 import threading
+import warnings
 
 import astropy.units as u
 import numpy as np
@@ -32,6 +35,21 @@ FIT_RADIUS = 0.2 * u.deg
 MERGE_RADIUS = 0.1 * u.deg
 _R68_FACTOR = np.sqrt(-2 * np.log(1 - 0.68))  # 68% radius / sigma of a 2D Gaussian
 DEFAULT_THRESHOLD = 0.5  # used only by networks without a calibration in their card
+
+_UNSET = object()  # default of a deprecated parameter: tells "not given" from None
+
+
+def _stacklevel_outside_package():
+    """``stacklevel`` of the first caller outside gammapy_cnn, for a warning raised from here.
+
+    A deprecation is the user's to fix: the warning points at their line, also
+    when it passes through the package's own modules.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("gammapy_cnn"):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 COLUMNS = {
     "Source_Name": ("", "candidate name, gammapy catalogue style (CNN JHHMM.m+DDMM)"),
@@ -325,9 +343,11 @@ class CNNSourceFinder(Estimator):
         Shipped finder network (``"default"``, ``"original"``) or ``.keras`` file.
     threshold : float, optional
         Minimum score of a candidate. Default: the network's calibrated default.
-    background : str or None
+    background_network : str, `~pathlib.Path` or None
         Background network for the refinement (see `CNNBackgroundMaker`), or
-        None to use the dataset's own ``npred_background()``.
+        None to use the dataset's own ``npred_background()``. The same name as
+        ``cnn.background_network`` in the analysis config and
+        ``--background-network`` on the command line.
     refine : bool
         Refine positions with the local fit. Default True.
     max_candidates : int
@@ -339,6 +359,9 @@ class CNNSourceFinder(Estimator):
     rescue : bool
         Also keep peaks below the threshold whose local fit is significant
         (`rescue_rule`, from the card; networks without it have none). Default True.
+    background : str, `~pathlib.Path` or None
+        Deprecated name of ``background_network`` (a FutureWarning); it goes
+        in the next release.
 
     Examples
     --------
@@ -349,13 +372,19 @@ class CNNSourceFinder(Estimator):
 
     tag = "CNNSourceFinder"
 
-    def __init__(self, network="default", threshold=None, background="default", refine=True,
-                 max_candidates=50, pos_err_scale=None, rescue=True):
+    def __init__(self, network="default", threshold=None, background_network="default", refine=True,
+                 max_candidates=50, pos_err_scale=None, rescue=True, background=_UNSET):
+        if background is not _UNSET:
+            if background_network != "default":
+                raise TypeError("give background_network only (background is its deprecated name)")
+            warnings.warn("CNNSourceFinder(background=...) is deprecated: use background_network=...",
+                          FutureWarning, stacklevel=_stacklevel_outside_package())
+            background_network = background
         self.network_name = network
         if threshold is not None and not 0 <= float(threshold) <= 1:
             raise ValueError(f"threshold is a score between 0 and 1, got {threshold}")
         self._threshold = threshold
-        self.background = background
+        self.background_network = background_network
         self.refine = bool(refine)
         if int(max_candidates) < 1:
             raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
@@ -366,6 +395,18 @@ class CNNSourceFinder(Estimator):
         self.rescue = bool(rescue)
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo):
+        """A copy (`copy`) with its own lock; a loaded network (learned, read-only state) is shared."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key == "_lock":
+                value = threading.Lock()
+            elif key != "network":
+                value = copy.deepcopy(value, memo)
+            new.__dict__[key] = value
+        return new
+
     @lazyproperty
     def network(self):
         """The loaded finder `~gammapy_cnn.networks.Network`."""
@@ -373,9 +414,11 @@ class CNNSourceFinder(Estimator):
 
     @lazyproperty
     def background_maker(self):
-        if self.background is None:
+        if self.background_network is None:
             return None
-        return CNNBackgroundMaker(self.background if self.network.architecture != ORIGINAL else ORIGINAL)
+        if self.network.architecture == ORIGINAL:  # the original regressor reads the original cleaner
+            return CNNBackgroundMaker(ORIGINAL)
+        return CNNBackgroundMaker(self.background_network)
 
     @property
     def calibration(self):

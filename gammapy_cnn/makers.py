@@ -1,5 +1,6 @@
 """`CNNBackgroundMaker`: the background of a `MapDataset` from its counts alone."""
 
+import copy
 import logging
 
 import numpy as np
@@ -88,6 +89,18 @@ class CNNBackgroundMaker(Maker):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+
+    def __deepcopy__(self, memo):
+        """A copy whose loaded network (learned, read-only state) is shared, not duplicated."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update({key: value if key == "network" else copy.deepcopy(value, memo)
+                             for key, value in self.__dict__.items()})
+        return new
+
+    def copy(self):
+        """A copy of the maker (`~copy.deepcopy`; the loaded network is shared)."""
+        return copy.deepcopy(self)
 
     def __str__(self):
         return f"{self.__class__.__name__}\n\n\tnetwork : {self.network_name}\n"

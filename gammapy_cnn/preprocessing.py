@@ -99,7 +99,12 @@ def counts_image(dataset):
         mask = np.ones(data.shape, dtype=bool)
     mask_2d = mask.any(axis=0)
     if not mask_2d.any():
-        raise ValueError(f"dataset {dataset.name!r}: the safe mask is False everywhere")
+        raise ValueError(
+            f"dataset {dataset.name!r}: the safe mask is False everywhere. MapDataset.create makes "
+            "an all-False mask_safe until a maker fills it; for a counts-only dataset set "
+            "dataset.mask_safe = Map.from_geom(dataset.counts.geom, data=True, dtype=bool) "
+            "(or dataset.mask_safe = None: every pixel valid)"
+        )
     return (data * mask).sum(axis=0), mask_2d
 
 

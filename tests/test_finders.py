@@ -17,7 +17,7 @@ def test_registered():
 
 def test_table_columns_and_units(template, tiny_networks):
     dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
-    finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                              threshold=0.0, max_candidates=5)
     table = finder(dataset)
     assert list(table.colnames) == list(COLUMNS)
@@ -28,7 +28,7 @@ def test_table_columns_and_units(template, tiny_networks):
 
 def test_empty_table_same_columns(template, tiny_networks):
     dataset, _ = make_dataset(template, livetime=100)
-    table = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+    table = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                             threshold=1.0)(dataset)
     assert len(table) == 0 and list(table.colnames) == list(COLUMNS)
 
@@ -77,7 +77,7 @@ def test_fit_source_uses_the_sharper_high_energy_counts():
 
 def test_catalog_interface(template, tiny_networks, tmp_path):
     dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
-    finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                              threshold=0.0, max_candidates=3)
     catalog = finder.run_catalog(dataset)
     assert isinstance(catalog, CandidateCatalog)
@@ -103,12 +103,12 @@ def test_calibration_sets_threshold_and_error_scale(template, tiny_networks, sim
     assert cal["n_fields"] == 12
     assert np.all(np.diff(cal["false_per_field"]) <= 0)  # a rate above a rising score
     assert cal["pos_err_scale"] > 0
-    finder = CNNSourceFinder(network=network, background=tiny_networks["cleaner"])
+    finder = CNNSourceFinder(network=network, background_network=tiny_networks["cleaner"])
     assert finder.threshold == cal["default_threshold"]
     assert finder.pos_err_scale == cal["pos_err_scale"]
 
     dataset, _ = make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600)
-    tables = [CNNSourceFinder(network=network, background=tiny_networks["cleaner"], threshold=0.0,
+    tables = [CNNSourceFinder(network=network, background_network=tiny_networks["cleaner"], threshold=0.0,
                               pos_err_scale=scale)(dataset) for scale in (1.0, 2.0)]
     np.testing.assert_allclose(tables[1]["pos_err"], 2 * tables[0]["pos_err"])
     with pytest.raises(ValueError, match="pos_err_scale must be positive"):
@@ -123,7 +123,7 @@ def test_calibration_sets_threshold_and_error_scale(template, tiny_networks, sim
     card["calibration"].update(rescue_score=rule["score"], rescue_significance=rule["significance"])
     network.with_suffix(".json").write_text(json.dumps(card))
     threshold = 0.9
-    with_rescue, without = (CNNSourceFinder(network=network, background=tiny_networks["cleaner"],
+    with_rescue, without = (CNNSourceFinder(network=network, background_network=tiny_networks["cleaner"],
                                             threshold=threshold, rescue=r)(dataset) for r in (True, False))
     assert np.all(without["score"] >= threshold)
     extra = with_rescue[with_rescue["score"] < threshold]
@@ -147,3 +147,42 @@ def test_table_coordinates_match_astropy(frame, centre):
     assert SkyCoord(ra, dec, unit="deg").separation(coord.icrs).arcsec.max() < 1e-6
     assert SkyCoord(glon, glat, unit="deg", frame="galactic").separation(coord.galactic).arcsec.max() < 1e-6
     assert np.all((ra >= 0) & (ra < 360) & (glon >= 0) & (glon < 360))
+
+
+def test_background_network_parameter_and_its_deprecated_name(tiny_networks):
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=None)
+    assert finder.background_network is None and finder.background_maker is None
+    with pytest.warns(FutureWarning, match="background_network"):
+        old = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"])
+    assert old.background_network == tiny_networks["cleaner"]
+    with pytest.raises(TypeError, match="background_network only"):
+        CNNSourceFinder(background_network="x", background="y")
+
+
+def test_copy_finder_and_maker(template, tiny_networks):
+    from gammapy_cnn import CNNBackgroundMaker
+
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
+                             threshold=0.2)
+    dataset, _ = make_dataset(template, sources=[(0.5, 0.3, 1.0)], livetime=300)
+    for obj in (finder, CNNBackgroundMaker(network=tiny_networks["cleaner"])):
+        fresh = obj.copy()  # before and after the network is loaded
+        assert fresh is not obj and type(fresh) is type(obj)
+        obj.run(dataset)
+        loaded = obj.copy()
+        assert loaded.network is obj.network  # learned state shared, not duplicated
+    copied = finder.copy()
+    assert copied._lock is not finder._lock and copied.threshold == 0.2
+    assert copied.background_maker is not finder.background_maker
+    assert copied.run(dataset).pformat() == finder.run(dataset).pformat()
+
+
+def test_created_dataset_safe_mask_hint(template, tiny_networks):
+    from gammapy.datasets import MapDataset
+
+    dataset, _ = make_dataset(template, livetime=100)
+    created = MapDataset.create(dataset.counts.geom, name="created")
+    created.counts = dataset.counts
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"])
+    with pytest.raises(ValueError, match="MapDataset.create makes an all-False mask_safe"):
+        finder.run(created)

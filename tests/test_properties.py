@@ -34,7 +34,7 @@ ANGLE_COLUMNS = ("RA", "DEC", "GLON", "GLAT", "ra", "dec", "pos_err", "pos_err_6
 @pytest.fixture(scope="module")
 def tools(tiny_networks):
     maker = CNNBackgroundMaker(network=tiny_networks["cleaner"])
-    finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                              threshold=0.0, max_candidates=MAX_CANDIDATES)
     return maker, finder
 

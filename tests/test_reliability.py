@@ -46,7 +46,7 @@ def tools(tiny_networks):
     """One maker and one finder (threshold 0: every heatmap peak) on the tiny networks."""
     return {
         "maker": CNNBackgroundMaker(network=tiny_networks["cleaner"]),
-        "finder": CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+        "finder": CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                                   threshold=0.0, max_candidates=5),
     }
 
@@ -505,7 +505,7 @@ def test_inference_is_deterministic(template, tiny_networks, tools):
     c = fresh_maker.run(dataset).background.data
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
-    fresh_finder = CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+    fresh_finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                                    threshold=0.0, max_candidates=5)
     tables = [tools["finder"].run(dataset), fresh_finder.run(dataset)]
     assert len(tables[0]) >= 1
@@ -523,7 +523,7 @@ def test_one_finder_from_four_threads(template, tiny_networks):
                 for i in range(4)]
 
     def finder():
-        return CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+        return CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                                threshold=0.0, max_candidates=5)
 
     serial_finder = finder()
