@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/network_quality.py --irf default-z20 --n 150 --output docs/results/networks_default-z20.json --update-cards
+    python benchmarks/network_quality.py --irf default-z20 --n 150 \\
+        --output docs/results/networks_default-z20.json --update-cards
 
 Simulates a held-out set (seed disjoint from training) with controlled fluxes
 (0, 0.1, 0.3, 1, 3 Crab) and exposures (10 s, 100 s, 1800 s), one source per

@@ -74,7 +74,9 @@ def main():
         "recipes. About 10 maps per (flux, exposure) cell, so single cells are noisy; "
         "`docs/results/aperture_bias.md` measures the aperture excess with 100 maps per cell and "
         "`docs/results/localisation.md` the localisation beside a 3D likelihood fit; "
-        "`gammapy-cnn benchmark` has the larger comparison with gammapy's methods. The seed finder always returns exactly one candidate (the original design), so its false-candidate count is not meaningful and is reported as 0.",
+        "`gammapy-cnn benchmark` has the larger comparison with gammapy's methods. The seed finder always "
+        "returns exactly one candidate (the original design), so its false-candidate count is not "
+        "meaningful and is reported as 0.",
         "",
     ]
     for path in args.results:

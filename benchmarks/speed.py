@@ -66,11 +66,13 @@ def main():
         "# Speed of the shipped networks",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, CPU only (shared; medians). "
-        f"Date: {time.strftime('%Y-%m-%d')}. TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (oneDNN on)')}; "
+        f"Date: {time.strftime('%Y-%m-%d')}. "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (oneDNN on)')}; "
         f"load average {os.getloadavg()[0]:.1f} at the end (other jobs running).",
         f"Command: `python benchmarks/speed.py --repeat {args.repeat} --batch {args.batch} --output {args.output}`",
         "",
-        "| network | maker `run` p50 [ms] | finder `run` p50 [ms] | cleaner net, batched [maps/s] | finder net, batched [maps/s] |",
+        "| network | maker `run` p50 [ms] | finder `run` p50 [ms] "
+        "| cleaner net, batched [maps/s] | finder net, batched [maps/s] |",
         "|---|---|---|---|---|",
         *[f"| {n} | {a:.1f} | {b:.1f} | {c:.0f} | {d:.0f} |" for n, a, b, c, d in rows],
         "",

@@ -8,23 +8,26 @@ the shipped ones, so the whole path from simulation to catalogue is exercised.
 import os
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-SHARED_DATA = Path(os.environ.get("GAMMAPY_CNN_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
-PROD5 = SHARED_DATA / "cta-caldb" / "Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz"
-IRF_1DC = SHARED_DATA / "cta-1dc-irf" / "South_z20_50h_irf_file.fits.gz"
-HESS_DR1 = SHARED_DATA / "hess-dl3-dr1"
+# gammapy's data folder: hess-dl3-dr1/, cta-caldb/ and cta-1dc-irf/ inside it.
+# `.ci/run` points it at ../shared/data when it is unset; tests needing a file skip without it.
+GAMMAPY_DATA = Path(os.environ["GAMMAPY_DATA"]) if os.environ.get("GAMMAPY_DATA") else None
+_DATA = GAMMAPY_DATA if GAMMAPY_DATA is not None else Path("/GAMMAPY_DATA-is-not-set")
+PROD5 = _DATA / "cta-caldb" / "Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz"
+IRF_1DC = _DATA / "cta-1dc-irf" / "South_z20_50h_irf_file.fits.gz"
+HESS_DR1 = _DATA / "hess-dl3-dr1"
 
 
 def require(path):
-    """Skip the test, saying why, when a reference file from ../shared/data is absent."""
+    """Skip the test, saying why, when a reference file from $GAMMAPY_DATA is absent."""
+    if GAMMAPY_DATA is None:
+        pytest.skip(f"GAMMAPY_DATA is not set (needed for {Path(path).relative_to(_DATA)})")
     if not Path(path).exists():
-        pytest.skip(f"reference data {path} not found (set GAMMAPY_CNN_SHARED_DATA)")
+        pytest.skip(f"reference data {path} not found in GAMMAPY_DATA={GAMMAPY_DATA}")
     return Path(path)
 
 
@@ -81,7 +84,7 @@ def make_dataset(template, sources=(), livetime=100, seed=0, counts_only=True, p
     params = MapParameters(
         irf_index=0, pointing_ra=pointing[0], pointing_dec=pointing[1], livetime=livetime,
         background_norm=1.0, background_tilt=0.0, background_gradient=0.0, gradient_angle=0.0,
-        sources=[SourceParameters(lon=a, lat=b, flux=f, index=2.5, extension=0.0) for a, b, f in sources],
+        sources=[SourceParameters(offset_x=a, offset_y=b, flux=f, index=2.5, extension=0.0) for a, b, f in sources],
     )
     sim = template.simulate(params, np.random.default_rng(seed))
     geom = template.geom(SkyCoord(pointing[0], pointing[1], unit="deg"))

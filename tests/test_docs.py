@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SHARED_DATA
+from .conftest import HESS_DR1
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -109,9 +109,8 @@ def test_docs_build_with_gallery(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("GAMMAPY_CNN_DOCS_NO_GALLERY", None)
-    hess = SHARED_DATA / "hess-dl3-dr1"
-    if hess.is_dir():
-        env["GAMMAPY_CNN_SHARED_DATA"] = str(SHARED_DATA)
+    hess = HESS_DR1
+    env.pop("GAMMAPY_CNN_SHARED_DATA", None)  # the examples look in $GAMMAPY_DATA, kept as it is
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q",

@@ -354,6 +354,7 @@ def test_loaded_network_is_usable(tiny_networks, tmp_path):
 # --- interrupted training -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_checkpoint(sim_file, tmp_path, caplog):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("kind: cleaner\nwidths: [4, 4, 4, 4]\nepochs: 50\nbatch_size: 8\n"

@@ -75,6 +75,7 @@ def test_fast_sampler_matches_gammapy_expectations(template):
             assert fast == pytest.approx(slow, rel=0.05), radius
 
 
+@pytest.mark.slow
 def test_fast_sampler_statistically_agrees_with_fake(template):
     """Poisson maps of both paths: total counts, aperture counts, radial profile."""
     params = _params([SourceParameters(0.5, 0.5, 1.0, 2.5, 0.0)], livetime=200.0)
@@ -168,9 +169,10 @@ def test_interrupted_simulation_resumes(tmp_path):
         np.testing.assert_array_equal(r1.counts(slice(None)), r2.counts(slice(None)))
 
 
+@pytest.mark.slow
 def test_ray_backend_local(tmp_path, test_scenario):
     """gammapy's Ray backend (local mode, 2 workers) gives the same file as multiprocessing."""
-    ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'gammapy-cnn[ray]')")
+    ray = pytest.importorskip("ray", reason='Ray not installed (pip install ".[test]")')
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
         a, b = tmp_path / "ray.h5", tmp_path / "mp.h5"

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from gammapy_cnn.networks import load_network
 from gammapy_cnn.training import TrainingConfig, fine_tune, train
