@@ -244,13 +244,8 @@ def fit_position(reference, x, y, other_sources=(), cutout=FIT_CUTOUT):
     """
     from gammapy.maps import Map
     from gammapy.modeling import Fit
-    from gammapy.modeling.models import (
-        FoVBackgroundModel,
-        Models,
-        PointSpatialModel,
-        PowerLawSpectralModel,
-        SkyModel,
-    )
+
+    from ..analysis.fitting import fit_point_sources, point_source_models
 
     image = reference.counts.geom.to_image()
     seed = SkyCoord.from_pixel(x, y, image.wcs, origin=0)
@@ -264,15 +259,11 @@ def fit_position(reference, x, y, other_sources=(), cutout=FIT_CUTOUT):
         for c in coords:
             fit_mask &= (separation.separation(c) > EXCLUSION_RADIUS)[None]
         data.mask_fit = Map.from_geom(geom, data=fit_mask)
-    spatial = PointSpatialModel(lon_0=seed.icrs.ra, lat_0=seed.icrs.dec, frame="icrs")
-    half = 0.3  # deg: the position may move within the match radius of the seed
-    spatial.lon_0.min = seed.icrs.ra.deg - half / max(np.cos(seed.icrs.dec.rad), 0.1)
-    spatial.lon_0.max = seed.icrs.ra.deg + half / max(np.cos(seed.icrs.dec.rad), 0.1)
-    spatial.lat_0.min, spatial.lat_0.max = seed.icrs.dec.deg - half, seed.icrs.dec.deg + half
-    spectral = PowerLawSpectralModel(index=2.5, amplitude="1e-12 cm-2 s-1 TeV-1", reference="1 TeV")
-    source = SkyModel(spatial_model=spatial, spectral_model=spectral, name="candidate")
-    data.models = Models([source, FoVBackgroundModel(dataset_name=data.name)])
-    result = Fit(optimize_opts={"print_level": 0}).optimize(data)
+    # the position may move within the match radius (0.3 deg) of the seed
+    models = point_source_models(seed, names=["candidate"], position_range=0.3 * u.deg)
+    data, result = fit_point_sources(data, models, fit=Fit(optimize_opts={"print_level": 0}),
+                                     covariance=False)
+    spatial, spectral = models[0].spatial_model, models[0].spectral_model
     stat = data.stat_sum()
     amplitude = spectral.amplitude.value
     spectral.amplitude.value = 0
