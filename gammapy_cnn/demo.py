@@ -1,6 +1,5 @@
 """The main job: find an unknown source in a simulated 100 s CTAO observation."""
 
-import os
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from gammapy.datasets import MapDataset
 from gammapy.maps import Map
 
 from .simulation import MapParameters, SimulationTemplate, SourceParameters
+from .utils import atomic_path
 
 __all__ = ["simulate_observation", "run_demo"]
 
@@ -117,9 +117,8 @@ def run_demo(output="gammapy-cnn-demo.png", seed=None, flux=0.5, livetime=100 * 
                         s=300, facecolor="none", edgecolor="white")
     fig.tight_layout()
     output = Path(output)
-    tmp = output.with_name(output.stem + ".tmp" + output.suffix)
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     print(f"Figure written to {output}")
     return table

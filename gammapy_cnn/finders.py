@@ -23,9 +23,10 @@ from gammapy.modeling.models import (
 from regions import CircleSkyRegion, PointSkyRegion, Regions
 from scipy.ndimage import maximum_filter
 
-from .makers import CNNBackgroundMaker
+from .makers import CNNBackgroundMaker, split_in_energy
 from .networks import ORIGINAL, load_network
 from .preprocessing import FINDER_STRIDE, native_images, normalise, original_stretch, pad
+from .utils import NATIVE_BINSZ, NATIVE_NPIX
 
 __all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "empty_candidates_table", "write_ds9"]
 
@@ -223,16 +224,19 @@ def _energy_bands(counts, background, xx, yy, total):
     return bands
 
 
-def _fit_profile(c, b, xx, yy, start, radius):
+def _fit_profile(c, b, xx, yy, start, radius, width_range=None):
     """Fisher scoring of King profiles sharing one position, one width and amplitude per band.
 
-    ``c``, ``b``: (n_bands, n_pixels); ``start``: x, y, log widths, log amplitudes.
+    ``c``, ``b``: (n_bands, n_pixels); ``start``: x, y, log widths, log amplitudes;
+    ``width_range``: (low, high) of the log widths (pixels; equal bounds fix them).
+    Default: 0.6 pixels to half the radius.
     """
     n = len(c)
     x0, y0 = start[:2]
-    low = np.concatenate([[x0 - radius / 2, y0 - radius / 2], np.full(n, np.log(0.6)),
+    log_low, log_high = (np.log(0.6), np.log(radius / 2)) if width_range is None else width_range
+    low = np.concatenate([[x0 - radius / 2, y0 - radius / 2], np.full(n, log_low),
                           np.full(n, np.log(0.1))])
-    high = np.concatenate([[x0 + radius / 2, y0 + radius / 2], np.full(n, np.log(radius / 2)),
+    high = np.concatenate([[x0 + radius / 2, y0 + radius / 2], np.full(n, log_high),
                            np.full(n, np.log(1e7))])
     eye = np.eye(n)[:, :, None]  # a band's width and amplitude act on its own pixels only
 
@@ -280,11 +284,13 @@ def _fit_profile(c, b, xx, yy, start, radius):
         # a candidate with no fitted excess has an unconstrained position: say
         # "somewhere in the fitted region", not an astronomically large number
         pos_err = float(min(np.sqrt(max((cov[0, 0] + cov[1, 1]) / 2, 0)), radius))
+        log_width_err = float(np.sqrt(max(cov[2, 2], 0)))
     except np.linalg.LinAlgError:
-        pos_err = float(radius)
+        pos_err, log_width_err = float(radius), np.inf
     bkg = b.ravel()
     value0 = np.sum(bkg - data * np.log(bkg))
-    return dict(params=p, ts=max(2 * (value0 - value), 0.0), pos_err=pos_err)
+    return dict(params=p, ts=max(2 * (value0 - value), 0.0), pos_err=pos_err,
+                log_width_err=log_width_err)
 
 
 def _per_energy(data, dataset, grid):
@@ -296,26 +302,16 @@ def _per_energy(data, dataset, grid):
     return np.array([grid.to_native(image) for image in data], dtype=np.float32)
 
 
-def _split_in_energy(background, cube, mask, xs, ys, radius):
-    """The background image split in energy like the counts away from the candidates.
-
-    The same spatial shape in every energy bin, as `CNNBackgroundMaker.run`
-    makes it; the candidates' discs are left out of the spectrum.
-    """
-    keep = mask.astype(float)
-    ny, nx = mask.shape
-    r = 1.5 * radius
+def _candidate_discs(shape, xs, ys, radius):
+    """(ny, nx) bool: the discs of ``radius`` pixels around the candidates."""
+    discs = np.zeros(shape, bool)
+    ny, nx = shape
     for x, y in zip(xs, ys):
-        ys_ = slice(int(np.clip(y - r, 0, ny)), int(np.clip(y + r + 2, 0, ny)))
-        xs_ = slice(int(np.clip(x - r, 0, nx)), int(np.clip(x + r + 2, 0, nx)))
+        ys_ = slice(int(np.clip(y - radius, 0, ny)), int(np.clip(y + radius + 2, 0, ny)))
+        xs_ = slice(int(np.clip(x - radius, 0, nx)), int(np.clip(x + radius + 2, 0, nx)))
         yy, xx = np.ogrid[ys_, xs_]
-        keep[ys_, xs_] *= (xx - x) ** 2 + (yy - y) ** 2 > r**2
-    if not keep.any():
-        keep = mask.astype(float)
-    per_energy = cube.reshape(len(cube), -1) @ keep.ravel()
-    total = per_energy.sum()
-    fractions = per_energy / total if total > 0 else np.full(len(cube), 1 / len(cube))
-    return background[None] * fractions[:, None, None]
+        discs[ys_, xs_] |= (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
+    return discs
 
 
 class CNNSourceFinder(Estimator):
@@ -491,12 +487,13 @@ class CNNSourceFinder(Estimator):
         return self._table(rows, geom, grid)
 
     def _original_candidates(self, network, counts):
-        if counts.shape != (200, 200):
-            raise ValueError("the original regressor only takes 200 x 200 maps of 0.025 deg pixels")
+        if counts.shape != (NATIVE_NPIX, NATIVE_NPIX):
+            raise ValueError(f"the original regressor only takes {NATIVE_NPIX} x {NATIVE_NPIX} maps "
+                             f"of {NATIVE_BINSZ} pixels")
         x, _, _ = original_stretch(counts[None])
         cleaner = self.background_maker.network if self.background_maker else load_network("cleaner", ORIGINAL)
         cleaned = cleaner.predict(x[..., None])
-        xy = network.predict(cleaned)[0] * 200
+        xy = network.predict(cleaned)[0] * NATIVE_NPIX
         return [dict(x=xy[0], y=xy[1], score=float(cleaned[0].max()), significance=np.nan,
                      excess=np.nan, pos_err=np.nan)]
 
@@ -512,7 +509,7 @@ class CNNSourceFinder(Estimator):
         iy, ix = np.nonzero(peaks)
         order = np.argsort(heat[iy, ix])[::-1][: 2 * self.max_candidates]
         iy, ix = iy[order], ix[order]
-        binsz = 0.025
+        binsz = NATIVE_BINSZ.to_value("deg")
         radius = FIT_RADIUS.to_value("deg") / binsz
         xs = FINDER_STRIDE * (ix + offset[iy, ix, 0]) + (FINDER_STRIDE - 1) / 2 - window[1].start
         ys = FINDER_STRIDE * (iy + offset[iy, ix, 1]) + (FINDER_STRIDE - 1) / 2 - window[0].start
@@ -522,7 +519,9 @@ class CNNSourceFinder(Estimator):
             cube = _per_energy(dataset.counts.data, dataset, grid)
             if maker is not None:
                 background = maker.estimate_background(counts[None], mask[None])
-                background_cube = _split_in_energy(background[0], cube, mask, xs, ys, radius)
+                # the spectrum as CNNBackgroundMaker.run makes it, the candidates' discs left out too
+                background_cube = split_in_energy(background[0], cube, counts, mask,
+                                                  exclude=_candidate_discs(mask.shape, xs, ys, 1.5 * radius))
             else:
                 background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
         rows = []

@@ -12,8 +12,9 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 
 from .networks import ORIGINAL, load_network
 from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, original_stretch, pad
+from .utils import NATIVE_BINSZ, NATIVE_NPIX
 
-__all__ = ["CNNBackgroundMaker"]
+__all__ = ["CNNBackgroundMaker", "split_in_energy"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class CNNBackgroundMaker(Maker):
     the energy bins inside ``mask_safe``; the background in each energy bin is
     that image times the energy spectrum of the counts measured away from
     significant excesses (pixels whose smoothed excess exceeds 5 sigma, widened
-    by 0.1 deg, are left out). The spatial shape is thus the same in every
+    by 0.1 deg, are left out; `split_in_energy`). The spatial shape is thus the same in every
     energy bin: an approximation that is good for the energy-integrated
     analysis real-time alerts use; for spectral work, prefer a template.
 
@@ -164,8 +165,9 @@ class CNNBackgroundMaker(Maker):
         Its output is a cleaned image in [0, 1] whose scale is lost; we take the
         median pixel as zero excess and the input's stretch as the scale.
         """
-        if counts.shape[-2:] != (200, 200):
-            raise ValueError("the original cleaner only takes 200 x 200 maps of 0.025 deg pixels")
+        if counts.shape[-2:] != (NATIVE_NPIX, NATIVE_NPIX):
+            raise ValueError(f"the original cleaner only takes {NATIVE_NPIX} x {NATIVE_NPIX} maps "
+                             f"of {NATIVE_BINSZ} pixels")
         x, low, high = original_stretch(counts)
         pred = self.network.predict(x[..., None], batch_size=self.batch_size)[..., 0]
         smooth = x * (high - low) + low
@@ -225,8 +227,7 @@ class CNNBackgroundMaker(Maker):
             safe = np.asarray(dataset.mask_safe.data, bool).reshape(data.shape)
         else:
             safe = np.ones(data.shape, bool)
-        fractions = _energy_fractions(data * safe, background, counts, mask)
-        cube = background[None] * fractions[:, None, None] * safe
+        cube = split_in_energy(background, data * safe, counts, mask) * safe
         out = dataset.copy(name=dataset.name)
         out.background = Map.from_geom(geom, data=cube.reshape(geom.data_shape), unit="")
         if out.models is not None:
@@ -390,13 +391,40 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     return background * np.exp(log_factor), True
 
 
-def _energy_fractions(cube, background, counts, mask):
-    """Fraction of the background in each energy bin, from counts away from excesses."""
+def split_in_energy(background, cube, counts, mask, exclude=None):
+    """The background image split in energy like the counts away from sources.
+
+    The one rule for which pixels make the spectrum: the valid pixels
+    (``mask``) outside significant excesses (smoothed excess above
+    `SOURCE_MASK_SIGNIFICANCE`, widened by 4 pixels; `_away_from_excesses`)
+    and outside ``exclude`` (e.g. the discs of known candidates). When that
+    leaves no pixel, all valid ones are used; with no counts there, the
+    spectrum is flat (the estimate is ~0 anyway). The spatial shape is the
+    same in every energy bin.
+
+    Parameters
+    ----------
+    background : `~numpy.ndarray`
+        (ny, nx) energy-integrated background.
+    cube : `~numpy.ndarray`
+        (n_energy, ny, nx) counts per energy bin (inside the safe mask).
+    counts, mask : `~numpy.ndarray`
+        (ny, nx) energy-integrated counts and validity mask.
+    exclude : `~numpy.ndarray`, optional
+        (ny, nx) bool, pixels to leave out as well.
+
+    Returns
+    -------
+    background : `~numpy.ndarray`
+        (n_energy, ny, nx).
+    """
     keep = _away_from_excesses(counts, background, mask)
-    per_energy = cube[:, keep].sum(axis=1)
-    if per_energy.sum() == 0:  # no counts at all: a flat spectrum, the estimate is ~0 anyway
-        return np.full(len(cube), 1 / len(cube))
-    return per_energy / per_energy.sum()
+    if exclude is not None and (keep & ~exclude).any():
+        keep = keep & ~exclude
+    per_energy = np.asarray(cube, float).reshape(len(cube), -1) @ keep.ravel().astype(float)
+    total = per_energy.sum()
+    fractions = per_energy / total if total > 0 else np.full(len(cube), 1 / len(cube))
+    return background[None] * fractions[:, None, None]
 
 
 MAKER_REGISTRY.append(CNNBackgroundMaker)

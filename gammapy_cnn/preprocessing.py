@@ -20,6 +20,8 @@ from gammapy.datasets import MapDataset
 from gammapy.maps import WcsGeom
 from scipy.ndimage import gaussian_filter, zoom
 
+from .utils import ENERGY_RANGE, NATIVE_BINSZ
+
 __all__ = [
     "NATIVE_BINSZ",
     "PREPROCESSING_VERSION",
@@ -37,13 +39,12 @@ PAD_MULTIPLE = 32
 #: Pixels per cell of the finder heatmap and of the background estimate.
 FINDER_STRIDE = 4
 BACKGROUND_STRIDE = 8
-NATIVE_BINSZ = 0.025 * u.deg
 MAX_BINSZ = 0.2 * u.deg
 MIN_NATIVE_PIXELS = 32
 #: Largest map accepted (pixels of the input image); larger maps must be cut first.
 MAX_PIXELS = 4096**2
 #: Energy range of the training simulations (scenario geometry).
-TRAINING_ENERGY_RANGE = u.Quantity([0.03, 100], "TeV")
+TRAINING_ENERGY_RANGE = u.Quantity(ENERGY_RANGE)
 #: Smoothing (pixels) of the input of the original CNN-Cleaner.
 ORIGINAL_SMOOTHING_PIXELS = 5
 

@@ -165,3 +165,23 @@ def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():
         assert np.all(np.isfinite(out))
         if not reshaped:
             assert out is background
+
+
+def test_one_energy_split_rule():
+    """Excesses and excluded pixels are left out of the spectrum; nothing left: all valid pixels."""
+    from gammapy_cnn.makers import split_in_energy
+
+    rng = np.random.default_rng(1)
+    background = np.full((64, 64), 4.0)
+    cube = np.stack([rng.poisson(3.0, (64, 64)), rng.poisson(1.0, (64, 64))]).astype(float)
+    cube[1, 30:34, 30:34] += 200  # a hard source: its counts must not harden the background
+    counts, mask = cube.sum(axis=0), np.ones((64, 64), bool)
+    out = split_in_energy(background, cube, counts, mask)
+    assert out.shape == cube.shape and np.allclose(out.sum(axis=0), background)
+    assert abs(out[1].sum() / out.sum() - 0.25) < 0.02
+    exclude = np.zeros((64, 64), bool)
+    exclude[:, :32] = True
+    half = split_in_energy(background, cube, counts, mask, exclude=exclude)
+    assert abs(half[1].sum() / half.sum() - 0.25) < 0.03
+    flat = split_in_energy(background, np.zeros_like(cube), np.zeros((64, 64)), mask)
+    assert np.allclose(flat[0], flat[1])

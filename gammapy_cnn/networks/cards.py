@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ..utils import write_text_atomic
+from ..utils import ENERGY_RANGE, NATIVE_BINSZ, NATIVE_NPIX, write_text_atomic
 
 _PURPOSE = {
     ("cleaner", "default"): "Background of a counts map (CNNBackgroundMaker): expected background counts "
@@ -122,7 +122,8 @@ def card_markdown(card, name):
         "## Limits",
         "",
         "Trained on simulations of CTAO-North-like responses (embedded IRF, 20-60 deg zenith), "
-        "200 x 200 maps of 0.025 deg centred on the pointing, 0.03-100 TeV. Other instruments work "
+        f"{NATIVE_NPIX} x {NATIVE_NPIX} maps of {NATIVE_BINSZ.to_value('deg'):g} deg centred on the pointing, "
+        f"{ENERGY_RANGE[0].to_value('TeV'):g}-{ENERGY_RANGE[1].to_value('TeV'):g} TeV. Other instruments work "
         "(H.E.S.S. DR1: docs/results/hess_dr1.md) but fine-tuning on simulations with your IRF "
         "(`gammapy-cnn fine-tune`) is advised for science use.",
         "",
