@@ -142,16 +142,9 @@ class CNNBackgroundMaker(Maker):
     def estimate_image(self, counts, mask):
         """Background and cleaned excess of native-grid counts images.
 
-        Parameters
-        ----------
-        counts, mask : `~numpy.ndarray`
-            (n, ny, nx) energy-integrated counts and validity masks on 0.025 deg pixels.
-
-        Returns
-        -------
-        background, cleaned : `~numpy.ndarray`
-            (n, ny, nx) expected background counts (`estimate_background`) and
-            the excess counts smoothed by a 0.05 deg Gaussian.
+        Takes the arrays `estimate_background` takes and returns two (n, ny, nx)
+        arrays: its background, and the excess counts (counts minus background)
+        smoothed by a 0.05 deg Gaussian.
         """
         counts, mask = _checked_images(counts, mask)
         if self.network.architecture == ORIGINAL:
