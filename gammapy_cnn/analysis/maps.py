@@ -1,7 +1,7 @@
 """Map helpers shared by the analysis and its cross-checks.
 
 `energy_integrated_image` is the one energy-summing helper of the package
-(the benchmark keeps a private copy for now, to be replaced by this one).
+(the benchmark uses it too).
 """
 
 import numpy as np

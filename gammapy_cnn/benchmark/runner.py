@@ -13,6 +13,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
+from ..analysis.maps import energy_integrated_image
 from ..utils import machine_info
 from . import methods
 from .maps import REFERENCE_POINTING, simulate_benchmark_map
@@ -404,7 +405,6 @@ class _Timer:
 
 
 def _energy_integrated(m):
-    """Energy-integrated 2D array of a map (any number of non-spatial axes)."""
-    data = np.asarray(m.data, float)
-    return data.reshape((-1,) + data.shape[-2:]).sum(axis=0)
+    """Energy-integrated 2D array of a map (`energy_integrated_image`'s data, as (ny, nx))."""
+    return energy_integrated_image(m).data.reshape(m.data.shape[-2:])
 
