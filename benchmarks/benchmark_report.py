@@ -12,10 +12,10 @@ generated tables with its figures.
 """
 
 import argparse
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from gammapy_cnn.utils import write_text_atomic
 
 SUMMARIES = ("detection", "detection_subset", "localisation", "background", "aperture", "timing")
 FIGURES = ("localisation_cdf", "completeness_flux", "time_per_map", "example_map")
@@ -58,17 +58,6 @@ ON/OFF photometry), networks loaded and traced beforehand.
 """
 
 
-def _atomic_write(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    mask = os.umask(0)  # mkstemp creates 0600 files; give the page the usual permissions
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, path)
-
-
 def _demote(markdown, levels=1):
     out = []
     for line in markdown.splitlines():
@@ -105,7 +94,7 @@ def main(argv=None):
                 shutil.copyfile(directory / f"{name}.png", target / f"{name}.png")
                 rel = (target / f"{name}.png").relative_to(args.output.parent)
                 parts += [f"![{name} ({label})]({rel.as_posix()})", ""]
-    _atomic_write(args.output, "\n".join(parts))
+    write_text_atomic(args.output, "\n".join(parts))
     print(f"wrote {args.output} and {figures_root}/")
 
 

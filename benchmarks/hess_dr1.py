@@ -38,7 +38,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from gammapy_cnn.data import counts_geom, read_observations  # noqa: E402
 from gammapy_cnn.example_data import find_hess_dr1  # noqa: E402
 from gammapy_cnn.preprocessing import counts_image  # noqa: E402
 from gammapy_cnn.realtime import find_in_windows, mean_pointing  # noqa: E402
+from gammapy_cnn.utils import cpu_model, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("hess_dr1")
 
@@ -483,14 +483,7 @@ def off_table(off):
 
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else np.nan
     return f"{cpu}, {os.cpu_count()} cores, load average {load:.1f} at the end of the run"
 
@@ -616,10 +609,8 @@ def write_report(path, results, off, finder, args, seconds, latencies):
              "gammapy-cnn find $GAMMAPY_DATA/hess-dl3-dr1 --obs-id 33790 --duration 100s --step 100s \\",
              "    --energy-min safe --output hess_33790",
              "```", ""]
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text("\n".join(text))
-    os.replace(tmp, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, "\n".join(text))
 
 
 def main(argv=None):

@@ -11,7 +11,6 @@ the metrics and its SHA-256.
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -31,6 +30,7 @@ from .preprocessing import (
     seed_stretch,
 )
 from .simulation.io import SimulationReader
+from .utils import atomic_path, write_text_atomic
 
 __all__ = ["TrainingConfig", "MapBatches", "train", "source_significance"]
 
@@ -349,12 +349,10 @@ class _Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({k: float(v) for k, v in (logs or {}).items()})
-        tmp = self.directory / "checkpoint.tmp.keras"  # Keras insists on the .keras suffix
-        self.model.save(tmp)
-        os.replace(tmp, self.directory / "checkpoint.keras")
+        with atomic_path(self.directory / "checkpoint.keras") as tmp:  # keeps the .keras suffix
+            self.model.save(tmp)
         state = {"epoch": epoch + 1, "history": self.history}
-        (self.directory / "state.json.tmp").write_text(json.dumps(state))
-        os.replace(self.directory / "state.json.tmp", self.directory / "state.json")
+        write_text_atomic(self.directory / "state.json", json.dumps(state))
 
 
 def train(config, output, data=None, resume=False, verbose=2):
@@ -436,9 +434,8 @@ def train(config, output, data=None, resume=False, verbose=2):
     # Ship weights only: a fresh, uncompiled copy has no optimizer state.
     final = _build(config) if not config.base else keras.models.clone_model(model)
     final.set_weights(model.get_weights())
-    tmp = output.with_name(output.stem + ".tmp.keras")
-    final.save(tmp)
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:  # a .keras temporary file, as Keras requires
+        final.save(tmp)
     card = {
         "kind": config.kind,
         "architecture": config.architecture,
@@ -596,6 +593,4 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
 def write_card(network_path, card):
     """Write (atomically) the model card ``.json`` beside a network."""
     path = Path(network_path).with_suffix(".json")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=1, default=float))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(card, indent=1, default=float))

@@ -7,6 +7,7 @@ carry, and the native geometry of the networks (0.025 deg pixels, 0.03-100 TeV).
 import contextlib
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "NATIVE_BINSZ",
     "NATIVE_ENERGY_NBIN",
     "NATIVE_NPIX",
+    "atomic_directory",
     "atomic_path",
     "cpu_model",
     "machine_info",
@@ -72,6 +74,43 @@ def write_text_atomic(path, text):
     """Write ``text`` to ``path`` atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(outdir):
+    """Give a temporary folder beside ``outdir``; move its files into ``outdir`` on success.
+
+    The folder version of `atomic_path`: the temporary folder becomes
+    ``outdir`` when that does not exist yet, else its files replace those of
+    the same names there. An error leaves ``outdir`` untouched, and the
+    temporary folder is always removed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> outdir = pathlib.Path(tempfile.mkdtemp()) / "results"
+    >>> with atomic_directory(outdir) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("done")
+    >>> sorted(p.name for p in outdir.iterdir())
+    ['a.txt']
+    """
+    outdir = Path(outdir)
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-", dir=outdir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; it may become outdir
+    try:
+        yield tmp
+        written = sorted(p.name for p in tmp.iterdir())
+        if not outdir.exists():
+            os.replace(tmp, outdir)
+        else:
+            for name in written:
+                os.replace(tmp / name, outdir / name)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def cpu_model():

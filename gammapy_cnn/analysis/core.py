@@ -9,11 +9,8 @@ writes into ``--output``, by default the config's ``general.outdir``, which
 gammapy sets to ``.``, the current folder).
 """
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from gammapy.estimators import ExcessMapEstimator
 
 from ..finders import CandidateCatalog, CNNSourceFinder, write_ds9
 from ..makers import CNNBackgroundMaker
+from ..utils import atomic_directory
 from .config import CNNAnalysisConfig
 from .fitting import fit_candidates
 from .maps import _background_cube, _background_only, _plane, energy_integrated_image
@@ -35,34 +33,6 @@ log = logging.getLogger(__name__)
 
 def _expand(name):
     return os.path.expandvars(os.path.expanduser(str(name)))
-
-
-@contextlib.contextmanager
-def _atomic_directory(outdir):
-    """Give a temporary folder beside ``outdir``; move its files into ``outdir`` on success.
-
-    The folder version of `gammapy_cnn.utils.atomic_path`: the temporary folder
-    becomes ``outdir`` when that does not exist yet, else its files replace
-    those of the same names there. An error leaves ``outdir`` untouched, and
-    the temporary folder is always removed.
-    """
-    outdir = Path(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-", dir=outdir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; it may become outdir
-    try:
-        yield tmp
-        written = sorted(p.name for p in tmp.iterdir())
-        if not outdir.exists():
-            os.replace(tmp, outdir)
-        else:
-            for name in written:
-                os.replace(tmp / name, outdir / name)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 #: Steps of `CNNAnalysis.run`, in the order they make sense, and their methods.
@@ -352,7 +322,7 @@ class CNNAnalysis(Analysis):
         if existing and not overwrite:
             raise FileExistsError(f"{outdir} already holds {existing}; use overwrite=True")
 
-        with _atomic_directory(outdir) as tmp:
+        with atomic_directory(outdir) as tmp:
             (tmp / names["config"]).write_text(self.config.to_yaml())
             self.datasets.write(tmp / names["datasets"], overwrite=True)
             if self.candidates is not None:
