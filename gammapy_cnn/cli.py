@@ -84,12 +84,14 @@ def _train_command(kind):
     @click.option("--output", type=click.Path(dir_okay=False), required=True, help=".keras file.")
     @click.option("--config", type=click.Path(exists=True, dir_okay=False),
                   help="YAML recipe. Default: the shipped default network's recipe.")
-    @click.option("--architecture", type=click.Choice(["default", "seed"]), default="default",
-                  show_default=True, help="Recipe to use when no --config is given.")
+    @click.option("--architecture", type=click.Choice(["default", "original", "seed"]), default="default",
+                  show_default=True,
+                  help="Recipe to use when no --config is given (seed: former name of original).")
     @click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
     @click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
     def command(data, output, config, architecture, epochs, resume):
-        from .training import TrainingConfig, recipe_path, train as run_training
+        from .training import TrainingConfig, recipe_path
+        from .training import train as run_training
 
         cfg = TrainingConfig.read(config or recipe_path(kind, architecture))
         if cfg.kind != kind:
@@ -221,9 +223,9 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, background
 @click.option("--seed", type=int, default=20261125, show_default=True,
               help="Seed of the held-out test set (the training seeds are refused).")
 @click.option("--cleaner", "cleaners", multiple=True,
-              help="Background network, shipped name or .keras file; repeat. Default: default, seed.")
+              help="Background network, shipped name or .keras file; repeat. Default: default, original.")
 @click.option("--finder", "finders", multiple=True,
-              help="Finder network, shipped name or .keras file; repeat. Default: default, seed.")
+              help="Finder network, shipped name or .keras file; repeat. Default: default, original.")
 @click.option("--n-slow", type=int,
               help="Maps with the TS map and the likelihood fits. Default 30 (2 with --quick).")
 @click.option("--format", "stdout_format", type=click.Choice(["markdown", "ecsv"]),
@@ -238,8 +240,8 @@ def benchmark(irf, n_maps, quick, output, seed, cleaners, finders, n_slow, stdou
 
     command = shlex.join(["gammapy-cnn"] + sys.argv[1:])
     result = run_benchmark(
-        n=n_maps, irf=irf, seed=seed, quick=quick, cleaners=cleaners or ("default", "seed"),
-        finders=finders or ("default", "seed"), n_slow=n_slow, output=output, progress=progress,
+        n=n_maps, irf=irf, seed=seed, quick=quick, cleaners=cleaners or ("default", "original"),
+        finders=finders or ("default", "original"), n_slow=n_slow, output=output, progress=progress,
         command=command,
     )
     if stdout_format == "markdown":

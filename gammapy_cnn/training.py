@@ -13,21 +13,21 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from . import __version__
-from .networks import quiet_tensorflow, sha256
+from .networks import canonical_name, quiet_tensorflow, sha256
 from .preprocessing import (
     FINDER_STRIDE,
     NATIVE_BINSZ,
     PREPROCESSING_VERSION,
     normalise,
+    original_stretch,
     pad,
-    seed_stretch,
 )
 from .simulation.io import SimulationReader
 from .utils import atomic_path, write_text_atomic
@@ -65,31 +65,37 @@ def source_radius(sources):
 class TrainingConfig(BaseModel):
     """A training recipe.
 
-    ``kind`` and ``architecture`` choose the network; ``base`` starts from an
-    existing network (fine-tuning) and ``freeze`` keeps layers whose names
-    start with one of the given prefixes fixed.
+    ``kind`` and ``architecture`` choose the network (``architecture: seed``,
+    the former name of ``original``, is read as ``original``); ``base`` starts
+    from an existing network (fine-tuning) and ``freeze`` keeps layers whose
+    names start with one of the given prefixes fixed.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["cleaner", "finder"]
-    architecture: Literal["default", "seed"] = "default"
-    data: Optional[str] = None
+    architecture: Literal["default", "original"] = "default"
+    data: str | None = None
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
-    steps_per_epoch: Optional[PositiveInt] = None
+    steps_per_epoch: PositiveInt | None = None
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     learning_rate: PositiveFloat = 2e-3
     seed: int = 0
     augment: bool = True
-    base: Optional[str] = None
+    base: str | None = None
     freeze: list[str] = []
-    cleaner: str = "seed"  # seed regressor only: the cleaner whose output it reads
-    widths: Optional[list[int]] = None
+    cleaner: str = "original"  # original regressor only: the cleaner whose output it reads
+    widths: list[int] | None = None
     #: ``mirrored``: data-parallel over the local GPUs (or CPU) with
     #: ``tf.distribute.MirroredStrategy``; ``multi-worker``: over several
     #: machines with ``MultiWorkerMirroredStrategy`` (set ``TF_CONFIG`` on each).
     distribute: Literal["none", "mirrored", "multi-worker"] = "none"
+
+    @field_validator("architecture", mode="before")
+    @classmethod
+    def _former_names(cls, value):
+        return canonical_name(value) if isinstance(value, str) else value
 
     @classmethod
     def read(cls, path):
@@ -225,7 +231,7 @@ class MapBatches(keras.utils.PyDataset):
     augment : bool
         Random flips and rotations by 90 deg (the sky has no preferred direction).
     cleaner : `~gammapy_cnn.networks.Network`, optional
-        Seed regressor only: the cleaner that makes its input.
+        Original regressor only: the cleaner that makes its input.
     """
 
     def __init__(self, reader, config, indices, augment, cleaner=None, epoch_seed=0, steps=None):
@@ -269,12 +275,12 @@ class MapBatches(keras.utils.PyDataset):
         if signal is not None:
             signal = _augment_images(signal[..., None], k, flip)[..., 0]
         arch = self.config.architecture
-        if self.config.kind == "cleaner" and arch == "seed":
-            x, _, _ = seed_stretch(counts)
-            y, _, _ = seed_stretch(counts - background)
+        if self.config.kind == "cleaner" and arch == "original":
+            x, _, _ = original_stretch(counts)
+            y, _, _ = original_stretch(counts - background)
             return x[..., None], y[..., None]
-        if self.config.kind == "finder" and arch == "seed":
-            x, _, _ = seed_stretch(counts)
+        if self.config.kind == "finder" and arch == "original":
+            x, _, _ = original_stretch(counts)
             cleaned = self.cleaner.predict(x[..., None])
             target = np.zeros((len(counts), 2), np.float32)
             for i, src in enumerate(sources):
@@ -331,7 +337,7 @@ def _strategy(name):
 
 
 def _compile(model, config):
-    if config.architecture == "seed":
+    if config.architecture == "original":
         loss = "mse"
     elif config.kind == "cleaner":
         loss = background_loss
@@ -392,10 +398,10 @@ def train(config, output, data=None, resume=False, verbose=2):
         raise ValueError(f"{data} holds {n} maps: too few for batches of {config.batch_size}")
     train_idx, val_idx = np.arange(n - n_val), np.arange(n - n_val, n)
     cleaner = None
-    if config.kind == "finder" and config.architecture == "seed":
+    if config.kind == "finder" and config.architecture == "original":
         from .networks import load_network
 
-        cleaner = load_network("cleaner", config.cleaner, expect_architecture="seed")
+        cleaner = load_network("cleaner", config.cleaner, expect_architecture="original")
 
     ckpt_dir = output.with_name(output.name + ".ckpt")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -463,10 +469,11 @@ def train(config, output, data=None, resume=False, verbose=2):
 
 
 def recipe_path(kind, architecture="default"):
-    """Path of the shipped recipe of a network."""
+    """Path of the shipped recipe of a network (``"seed"`` is read as ``"original"``)."""
     from importlib import resources
 
-    return Path(str(resources.files("gammapy_cnn.networks") / "recipes" / f"{kind}_{architecture}.yaml"))
+    name = f"{kind}_{canonical_name(architecture)}.yaml"
+    return Path(str(resources.files("gammapy_cnn.networks") / "recipes" / name))
 
 
 def fine_tune(kind, data, output, base="default", epochs=5, learning_rate=3e-4, freeze=(),

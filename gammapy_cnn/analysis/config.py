@@ -61,7 +61,7 @@ class CNNConfig(GammapyBaseConfig):
     Attributes
     ----------
     background_network : str
-        Shipped cleaner network name (``default``, ``seed``) or ``.keras`` file
+        Shipped cleaner network name (``default``, ``original``) or ``.keras`` file
         (``~`` and ``$VARS`` are expanded). Used by ``background: method: cnn``
         and by the source finder's local fit.
     finder_network : str

@@ -58,8 +58,8 @@ QUICK_SLOW_MAPS = 2
 DEFAULT_SLOW_MAPS = 30
 
 
-def run_benchmark(n=None, irf=None, seed=BENCHMARK_SEED, quick=False, cleaners=("default", "seed"),
-                  finders=("default", "seed"), n_slow=None, fit_seeds=None, output=None,
+def run_benchmark(n=None, irf=None, seed=BENCHMARK_SEED, quick=False, cleaners=("default", "original"),
+                  finders=("default", "original"), n_slow=None, fit_seeds=None, output=None,
                   progress=True, scenario=None, command=None, reduce_per_map=False):
     """Compare the CNN methods with gammapy's on a held-out simulated test set.
 
