@@ -98,7 +98,7 @@ def main():
     parser.add_argument("--irf", nargs="+", default=["default-z20", PROD5, IRF_1DC])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--seed", type=int, default=515151)
-    parser.add_argument("--cleaners", nargs="+", default=["default", "seed"])
+    parser.add_argument("--cleaners", nargs="+", default=["default", "original"])
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     start = time.time()

@@ -28,13 +28,13 @@ All methods run on the same simulated maps, in the same process, one map at a ti
 
 | method | needs | what it is |
 |---|---|---|
-| `cnn:default`, `cnn:seed` (background) | counts | `CNNBackgroundMaker` with the shipped network |
+| `cnn:default`, `cnn:original` (background) | counts | `CNNBackgroundMaker` with the shipped network |
 | `ring` | IRF dataset, exclusion mask | `RingBackgroundMaker` (r_in 0.5 deg, width 0.3 deg) on the energy-integrated IRF dataset |
 | `fov` | IRF dataset, exclusion mask | `FoVBackgroundMaker(method="scale")` |
 | `irf-template` | IRF dataset | the IRF background as is (no normalisation): how wrong the template is |
 | `aperture-onoff` | IRF acceptance, exclusion mask | ON/OFF aperture photometry, OFF annulus 0.5-0.8 deg around the aperture, alpha from the IRF acceptance, `WStatCountsStatistic`. `ReflectedRegionsBackgroundMaker` needs an event list, which the fast simulated maps do not have, so this is its ring-aperture equivalent |
 | `true-background` | the truth | the true expected background: the reference, not a method |
-| `cnn:default`, `cnn:seed` (detection) | counts | `CNNSourceFinder` (calibrated default threshold; the seed regressor gives one candidate per map) |
+| `cnn:default`, `cnn:original` (detection) | counts | `CNNSourceFinder` (calibrated default threshold; the original regressor gives one candidate per map) |
 | `ring+excess` | IRF dataset, exclusion mask | ring background + `ExcessMapEstimator` (correlation radius 0.1 deg) + `find_peaks` (sqrt(TS) >= 5, min distance 0.1 deg) |
 | `tsmap` | IRF dataset, exclusion mask | `TSMapEstimator` (point source, PL index 2.5, kernel 0.3 deg) over the FoV-normalised background + `find_peaks` (sqrt(TS) >= 5); first maps only |
 | `smoothed-counts` | counts | template-free floor: counts smoothed by 0.05 deg over a 0.5 deg local level, peaks >= 5 sigma |
