@@ -27,6 +27,7 @@ from gammapy.datasets import MapDataset
 from gammapy.maps import Map
 
 from gammapy_cnn import CNNBackgroundMaker
+from gammapy_cnn.example_data import gammapy_data_dir
 from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
 from gammapy_cnn.simulation.irf import irf_label
 from gammapy_cnn.utils import cpu_model, write_text_atomic
@@ -34,8 +35,18 @@ from gammapy_cnn.utils import cpu_model, write_text_atomic
 FLUXES = (0.1, 0.3, 1.0, 3.0)
 LIVETIMES = (10.0, 100.0, 1800.0)
 APERTURE = 0.2  # deg
-PROD5 = "../shared/data/cta-caldb/Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz"
-IRF_1DC = "../shared/data/cta-1dc-irf/South_z20_50h_irf_file.fits.gz"
+#: IRFs compared besides ``default-z20``, in gammapy's data folder (``$GAMMAPY_DATA``).
+PROD5 = "cta-caldb/Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz"
+IRF_1DC = "cta-1dc-irf/South_z20_50h_irf_file.fits.gz"
+
+
+def default_irfs():
+    """``default-z20`` and `PROD5`, `IRF_1DC` in `gammapy_data_dir` (skipped when absent)."""
+    try:
+        data = str(gammapy_data_dir())
+    except FileNotFoundError:
+        data = "$GAMMAPY_DATA"  # not found: main() says so and skips them
+    return ["default-z20", f"{data}/{PROD5}", f"{data}/{IRF_1DC}"]
 
 
 def evaluate(irf, n, seed, cleaners):
@@ -95,7 +106,7 @@ def markdown(label, cells, names, n):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--irf", nargs="+", default=["default-z20", PROD5, IRF_1DC])
+    parser.add_argument("--irf", nargs="+", default=default_irfs())
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--seed", type=int, default=515151)
     parser.add_argument("--cleaners", nargs="+", default=["default", "original"])

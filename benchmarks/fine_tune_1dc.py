@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/fine_tune_1dc.py --irf ../shared/data/cta-1dc-irf/South_z20_50h_irf_file.fits.gz \
+    python benchmarks/fine_tune_1dc.py --irf $GAMMAPY_DATA/cta-1dc-irf/South_z20_50h_irf_file.fits.gz \
         --n-train 500 --output docs/results/fine_tuning.md
 
 Simulates ``--n-train`` maps with the given IRF (default training scenario,

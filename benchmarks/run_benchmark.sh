@@ -5,8 +5,11 @@ set -euo pipefail
 N=${1:-300}
 N_SLOW=${2:-50}
 OUT=${3:-/tmp/gammapy-cnn-benchmark}
-PROD5=../shared/data/cta-caldb/Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz
-IRF_1DC=../shared/data/cta-1dc-irf/South_z20_50h_irf_file.fits.gz
+# gammapy's data folder: $GAMMAPY_DATA (with cta-caldb/ and cta-1dc-irf/), else the one
+# gammapy_cnn.example_data.gammapy_data_dir finds
+DATA=${GAMMAPY_DATA:-$(python -c "from gammapy_cnn.example_data import gammapy_data_dir; print(gammapy_data_dir())")}
+PROD5=$DATA/cta-caldb/Prod5-North-20deg-AverageAz-4LSTs09MSTs.180000s-v0.1.fits.gz
+IRF_1DC=$DATA/cta-1dc-irf/South_z20_50h_irf_file.fits.gz
 
 nice -n 5 gammapy-cnn benchmark --n "$N" --n-slow "$N_SLOW" --output "$OUT/default-z20" \
     > "$OUT-default-z20.log"
