@@ -2,9 +2,11 @@
 
 import copy
 import logging
+import warnings
 
 import numpy as np
 from astropy.utils import lazyproperty
+from gammapy.datasets import Datasets
 from gammapy.makers import MAKER_REGISTRY, Maker
 from gammapy.maps import Map
 from gammapy.modeling.models import FoVBackgroundModel, Models
@@ -12,9 +14,18 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 
 from .networks import ORIGINAL, load_network
 from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, original_stretch, pad
+from .runs import (
+    RUN_FRAME_TOLERANCE,
+    WOBBLE_WARNING_SPREAD,
+    as_dataset_list,
+    meta_pointings,
+    reproject_counts,
+    run_geom,
+    wobble_spread,
+)
 from .utils import NATIVE_BINSZ, NATIVE_NPIX
 
-__all__ = ["CNNBackgroundMaker", "split_in_energy"]
+__all__ = ["CNNBackgroundMaker", "WobbleStackWarning", "split_in_energy", "warn_if_wobble_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +180,27 @@ class CNNBackgroundMaker(Maker):
         return background, cleaned * mask
 
     def _background_image(self, dataset):
-        """Energy-integrated counts, mask and background image on the dataset's pixels."""
+        """Energy-integrated counts, mask and background image on the dataset's pixels.
+
+        A one-run dataset whose map is not centred on its pointing is
+        estimated in its run frame (`~gammapy_cnn.runs.run_geom`), where the
+        networks learnt the acceptance; pixels that frame does not cover are
+        left out of the returned mask.
+        """
         grid, counts, mask, native_counts, native_mask = native_images(dataset)
-        background = self.estimate_background(native_counts[None], native_mask[None])
-        return counts, mask, np.clip(grid.from_native(background[0]), 0, None) * mask
+        frame = _run_frame(dataset)
+        if frame is None:
+            background = self.estimate_background(native_counts[None], native_mask[None])
+            return counts, mask, np.clip(grid.from_native(background[0]), 0, None) * mask
+        image = dataset.counts.geom.to_image()
+        run_counts, _ = reproject_counts(counts * mask, image, frame)
+        area = (image.pixel_scales.mean() / frame.pixel_scales.mean()).to_value("") ** 2
+        run_mask, _ = reproject_counts(mask.astype(float), image, frame)
+        run_mask = run_mask / area > 0.5
+        background = self.estimate_background(run_counts[None], run_mask[None])[0]
+        background, coverage = reproject_counts(background, frame, image)
+        mask = mask & (coverage > 0.5)
+        return counts, mask, np.clip(background, 0, None) * mask
 
     def clean(self, dataset):
         """The cleaned excess map: counts minus CNN background, smoothed (0.05 deg Gaussian).
@@ -198,9 +226,21 @@ class CNNBackgroundMaker(Maker):
     def run(self, dataset, observation=None):
         """Return a copy of ``dataset`` whose background is the CNN estimate.
 
+        Given `~gammapy.datasets.Datasets` (one dataset per run), each run is
+        estimated on its own, as gammapy's `~gammapy.analysis.Analysis` does:
+        the background of their stack (``Datasets.stack_reduce()``) is the
+        sum of per-run estimates. A run whose map is not centred on its
+        pointing (read from ``meta_table``'s ``RA_PNT``/``DEC_PNT``) is
+        estimated on a map centred on it, where the networks learnt the
+        acceptance, and the estimate is resampled back (counts conserved);
+        pixels of the dataset's map outside that 5 x 5 deg run frame get
+        ``mask_safe = False``. A single dataset that records several
+        pointings more than 0.2 deg apart is a stack of wobbled runs: it is
+        estimated as one map, with a warning naming the per-run path.
+
         Parameters
         ----------
-        dataset : `~gammapy.datasets.MapDataset`
+        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
             Needs counts; ``mask_safe`` is respected. Exposure, IRFs and an
             existing background are kept but not used (an existing background
             is replaced).
@@ -210,9 +250,16 @@ class CNNBackgroundMaker(Maker):
 
         Returns
         -------
-        dataset : `~gammapy.datasets.MapDataset`
-            Same name and geometry; ``background`` in counts.
+        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
+            Same name and geometry; ``background`` in counts. `Datasets` for
+            `Datasets`.
         """
+        if isinstance(dataset, (Datasets, list, tuple)):
+            return Datasets([self._run_one(d) for d in as_dataset_list(dataset)])
+        warn_if_wobble_stack(dataset, "CNNBackgroundMaker.run")
+        return self._run_one(dataset)
+
+    def _run_one(self, dataset):
         counts, mask, background = self._background_image(dataset)
         geom = dataset.counts.geom
         data = np.asarray(dataset.counts.data, dtype=float).reshape((-1,) + counts.shape)
@@ -220,13 +267,45 @@ class CNNBackgroundMaker(Maker):
             safe = np.asarray(dataset.mask_safe.data, bool).reshape(data.shape)
         else:
             safe = np.ones(data.shape, bool)
+        safe = safe & mask[None]
         cube = split_in_energy(background, data * safe, counts, mask) * safe
         out = dataset.copy(name=dataset.name)
         out.background = Map.from_geom(geom, data=cube.reshape(geom.data_shape), unit="")
+        if dataset.mask_safe is not None or not mask.all():
+            out.mask_safe = Map.from_geom(geom, data=safe.reshape(geom.data_shape), dtype=bool)
         if out.models is not None:
             kept = [m for m in out.models if not isinstance(m, FoVBackgroundModel)]
             out.models = Models(kept) if kept else None
         return out
+
+
+def _run_frame(dataset):
+    """The run frame of a one-run dataset whose map is off its pointing, else None."""
+    pointings = meta_pointings(dataset)
+    if pointings is None or len(pointings) != 1:
+        return None
+    geom = dataset.counts.geom
+    if pointings[0].separation(geom.center_skydir.icrs) < RUN_FRAME_TOLERANCE:
+        return None
+    return run_geom(pointings[0], geom.to_image())
+
+
+def warn_if_wobble_stack(dataset, method):
+    """Warn when a single dataset is clearly a stack of wobbled runs."""
+    spread = wobble_spread(dataset)
+    if spread > WOBBLE_WARNING_SPREAD:
+        warnings.warn(
+            f"dataset {dataset.name!r} stacks runs whose pointings lie up to {spread.to_value('deg'):.2f} "
+            f"deg apart: {method} estimates it as one map, centred between them, where an extended "
+            "source at the centre looks like acceptance. Estimate it run by run: pass a gammapy "
+            "Datasets with one MapDataset per run (e.g. gammapy_cnn.data.counts_dataset of each "
+            "observation, or gammapy's MapDatasetMaker without stacking).",
+            WobbleStackWarning, stacklevel=3,
+        )
+
+
+class WobbleStackWarning(UserWarning):
+    """A single dataset stacks wobbled runs; the per-run path would estimate it better."""
 
 
 def _checked_images(counts, mask):
@@ -250,12 +329,19 @@ def _smoothed_excess(counts, background, mask):
     return gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
 
 
-def _away_from_excesses(counts, background, mask, sigma=4.0):
-    """Valid pixels outside significant excesses (smoothed over ``sigma`` pixels, widened by 4)."""
-    excess = gaussian_filter(counts - background, sigma)
-    # the background is smooth on 0.2 deg cells: its own smoothing would change nothing
-    noise = np.sqrt(np.maximum(background, 1e-3) / (4 * np.pi * sigma**2))
-    source = binary_dilation(excess / noise > SOURCE_MASK_SIGNIFICANCE, iterations=4)
+#: Smoothing widths (pixels: 0.1 and 0.3 deg) at which excesses are looked for: the
+#: second finds extended sources whose surface brightness is below the first's reach.
+EXCESS_SCALES = (4.0, 12.0)
+
+
+def _away_from_excesses(counts, background, mask):
+    """Valid pixels outside significant excesses at any of `EXCESS_SCALES`, each widened by its scale."""
+    source = np.zeros(mask.shape, bool)
+    for sigma in EXCESS_SCALES:
+        excess = gaussian_filter((counts - background) * mask, sigma)
+        # the background is smooth on 0.2 deg cells: its own smoothing would change nothing
+        noise = np.sqrt(np.maximum(background, 1e-3) / (4 * np.pi * sigma**2))
+        source |= binary_dilation(excess / noise > SOURCE_MASK_SIGNIFICANCE, iterations=int(sigma))
     keep = mask & ~source
     return keep if keep.any() else mask
 

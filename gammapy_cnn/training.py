@@ -510,8 +510,9 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     """Measure the false-alarm rate of a finder network's scores and store it in its card.
 
     Runs `~gammapy_cnn.CNNSourceFinder` at a low threshold on simulated maps
-    held out from training; a candidate farther than ``match_radius`` (deg)
-    from every true source is false. The card gets ``calibration``: scores and
+    held out from training; a candidate farther than ``match_radius`` (deg),
+    widened in quadrature by the source's size (`source_radius`), from every
+    true source is false. The card gets ``calibration``: scores and
     false candidates per field with at least that score, and
     ``default_threshold``, the lowest score at which that rate is at most
     ``target_rate``; and ``pos_err_scale``, the factor that makes the
@@ -557,7 +558,9 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
         cand = SkyCoord(table["RA"], table["DEC"], unit="deg")
         if len(truth):
             sep = cand[:, None].separation(SkyCoord(truth["ra"], truth["dec"], unit="deg")[None, :])
-            matched = (sep.deg < match_radius).any(axis=1)
+            # a candidate within an extended source's extent belongs to it
+            radius = np.hypot(match_radius, source_radius(truth))
+            matched = (sep.deg < radius[None, :]).any(axis=1)
             true_error_ratio.extend(sep.deg.min(axis=1)[matched] / table["pos_err_68"][matched])
         else:
             matched = np.zeros(len(table), bool)

@@ -1,0 +1,292 @@
+"""Poisson fits of source profiles over a fixed background: position, counts, TS, size.
+
+`fit_source` fits a point-like source (a King profile, the shape of gammapy's
+``PSFKing``) and gives the finder's sub-pixel positions and TS; `fit_extension`
+widens the profile to give an extended candidate its centroid and size.
+
+An extended source is one candidate, located at its centroid, with a size and
+the significance of that size. `fit_extension` fits the energy-integrated
+counts around a candidate with the finder's King profile
+(`KING_GAMMA`) whose width is free but at least that of
+the point-spread function, on a cutout that grows with the fitted width (up
+to `MAX_FIT_RADIUS_DEG`), and again with the width fixed at the PSF's:
+
+- ``extension``: the sigma of the Gaussian which, convolved with the PSF,
+  gives the fitted width: ``sqrt(s^2 - s_psf^2) / KING_PER_GAUSSIAN_SIGMA``.
+  The King profile (gamma 3) that best fits an untruncated Gaussian of sigma
+  1 has ``s = 0.70``; on the fit's cutout, which holds the Gaussian to 3-4
+  sigma, it is 0.81 (simulated 1 Crab Gaussians of 0.2-0.7 deg, 1800 s, true
+  background and PSF: ratio 1.17-1.18 with 0.70), the value used. For a disk
+  of radius r the extension is about 0.6 r, for a thin shell about 0.8 r: the
+  Gaussian that fits best, as gammapy's
+  `~gammapy.modeling.models.GaussianSpatialModel` would give;
+- ``ts_ext``: twice the log-likelihood gain of the free width over the PSF's
+  (nested models: ~chi2 with 1 degree of freedom at the boundary, so
+  ``ts_ext >= 9`` is the usual "extended at 3 sigma").
+"""
+
+import numpy as np
+
+__all__ = [
+    "KING_GAMMA",
+    "KING_PER_GAUSSIAN_SIGMA",
+    "MAX_FIT_RADIUS_DEG",
+    "MIN_GROUP_EXCESS",
+    "fit_extension",
+    "fit_source",
+    "king_sigma_from_r68",
+]
+
+
+#: Energy bins are grouped so that each group holds at least this many fitted
+#: source counts; a source with fewer than twice this is fitted energy-integrated.
+MIN_GROUP_EXCESS = 6.0
+#: Tail index of the King profile fitted to sources (gammapy's PSFKing shape):
+#: IACT point-spread functions have broader wings than a Gaussian.
+KING_GAMMA = 3.0
+
+
+def fit_source(counts, background, x0, y0, radius, min_ts=0.0):
+    """Poisson maximum-likelihood fit of a point-like source over a fixed background.
+
+    The source profile is a King function, ``(1 + r^2 / (2 gamma sigma^2))^-gamma``
+    with ``gamma = KING_GAMMA`` (the shape of gammapy's ``PSFKing``): IACT
+    point-spread functions have broader wings than a Gaussian, and a Gaussian
+    fitted to them is too wide for the core, where the position is measured.
+
+    Given cubes (one image per energy bin), the source is first fitted to the
+    energy-integrated images, which gives its counts and TS; then the energy
+    bins are grouped into bands of at least `MIN_GROUP_EXCESS` fitted source
+    counts and the source is fitted again with one position and, per band,
+    its own width and amplitude, which gives the position. The PSF narrows
+    with energy, so the few high-energy counts locate the source best; an
+    energy-integrated profile weights them like the broad low-energy ones.
+
+    Parameters
+    ----------
+    counts, background : `~numpy.ndarray`
+        (ny, nx) images or (n_energy, ny, nx) cubes.
+    x0, y0 : float
+        Start position (pixels).
+    radius : float
+        Radius of the fitted cutout (pixels).
+    min_ts : float
+        Skip the energy-resolved fit when the energy-integrated TS is below
+        this (a candidate about to be rejected needs no precise position).
+
+    Returns
+    -------
+    result : dict
+        ``x``, ``y`` and ``pos_err`` (1-sigma per axis, pixels, from the
+        Fisher information, at most ``radius``) of the energy-resolved fit;
+        ``sigma`` (pixels), ``amplitude`` (source counts) and ``ts`` of the
+        energy-integrated one; ``n_bands``, the energy bands fitted.
+    """
+    counts, background = np.asarray(counts), np.asarray(background)
+    if counts.ndim == 2:
+        counts, background = counts[None], background[None]
+    ny, nx = counts.shape[-2:]
+    r = int(np.ceil(radius))
+    ix, iy = int(np.rint(x0)), int(np.rint(y0))
+    ys = slice(max(iy - r, 0), min(iy + r + 1, ny))
+    xs = slice(max(ix - r, 0), min(ix + r + 1, nx))
+    yy, xx = np.mgrid[ys, xs]
+    xx, yy = xx.ravel().astype(float), yy.ravel().astype(float)
+    c = counts[:, ys, xs].reshape(len(counts), -1).astype(float)
+    b = np.maximum(background[:, ys, xs].reshape(len(counts), -1).astype(float), 1e-6 / len(counts))
+
+    excess = max(np.sum((c - b).sum(axis=0)[(xx - x0) ** 2 + (yy - y0) ** 2 <= 9]), 1.0)
+    start = np.array([x0, y0, np.log(2.5), np.log(excess)])
+    total = _fit_profile(c.sum(axis=0, keepdims=True), b.sum(axis=0, keepdims=True), xx, yy,
+                          start, radius)
+    bands = _energy_bands(c, b, xx, yy, total) if total["ts"] >= min_ts else [list(range(len(c)))]
+    fit = total
+    if len(bands) > 1:
+        c_b = np.array([c[band].sum(axis=0) for band in bands])
+        b_b = np.array([b[band].sum(axis=0) for band in bands])
+        weights = np.maximum(c_b.sum(axis=1) - b_b.sum(axis=1), 1.0)
+        x, y, log_s, log_a = total["params"]
+        start = np.concatenate([[x, y], np.full(len(bands), log_s),
+                                log_a + np.log(weights / weights.sum())])
+        fit = _fit_profile(c_b, b_b, xx, yy, start, radius)
+    x, y = fit["params"][:2]
+    _, _, log_s, log_a = total["params"]
+    return dict(x=x, y=y, pos_err=fit["pos_err"], sigma=np.exp(log_s), amplitude=np.exp(log_a),
+                ts=total["ts"], n_bands=len(bands))
+
+
+def _energy_bands(counts, background, xx, yy, total):
+    """Consecutive energy bins grouped into bands of at least `MIN_GROUP_EXCESS` source counts."""
+    x, y, log_s, _ = total["params"]
+    near = (xx - x) ** 2 + (yy - y) ** 2 <= (2 * np.exp(log_s)) ** 2
+    excess = (counts[:, near] - background[:, near]).sum(axis=1)
+    bands, current, accumulated = [], [], 0.0
+    for i, value in enumerate(excess):
+        current.append(i)
+        accumulated += value
+        if accumulated >= MIN_GROUP_EXCESS:
+            bands.append(current)
+            current, accumulated = [], 0.0
+    if current:  # a faint high-energy tail joins the last band
+        if bands:
+            bands[-1] += current
+        else:
+            bands.append(current)
+    return bands
+
+
+def _fit_profile(c, b, xx, yy, start, radius, width_range=None):
+    """Fisher scoring of King profiles sharing one position, one width and amplitude per band.
+
+    ``c``, ``b``: (n_bands, n_pixels); ``start``: x, y, log widths, log amplitudes;
+    ``width_range``: (low, high) of the log widths (pixels; equal bounds fix them).
+    Default: 0.6 pixels to half the radius.
+    """
+    n = len(c)
+    x0, y0 = start[:2]
+    log_low, log_high = (np.log(0.6), np.log(radius / 2)) if width_range is None else width_range
+    low = np.concatenate([[x0 - radius / 2, y0 - radius / 2], np.full(n, log_low),
+                          np.full(n, np.log(0.1))])
+    high = np.concatenate([[x0 + radius / 2, y0 + radius / 2], np.full(n, log_high),
+                           np.full(n, np.log(1e7))])
+    eye = np.eye(n)[:, :, None]  # a band's width and amplitude act on its own pixels only
+
+    def model(p):
+        x, y = p[:2]
+        s2 = np.exp(2 * p[2 : 2 + n])[:, None]
+        a = np.exp(p[2 + n :])[:, None]
+        u = ((xx - x) ** 2 + (yy - y) ** 2) / (2 * KING_GAMMA * s2)
+        ag = a * (1 - 1 / KING_GAMMA) / (2 * np.pi * s2) * (1 + u) ** -KING_GAMMA
+        d_pos = ag / (s2 * (1 + u))  # d(model)/dx = d_pos * (xx - x)
+        grads = np.concatenate([
+            (d_pos * (xx - x))[None], (d_pos * (yy - y))[None],
+            eye * (ag * (2 * KING_GAMMA * u / (1 + u) - 2))[None], eye * ag[None],
+        ]).reshape(2 + 2 * n, -1)
+        return (b + ag).ravel(), grads
+
+    data = c.ravel()
+    p = np.clip(start, low, high)
+    # Fisher scoring (Gauss-Newton for Poisson data) with step halving: converges in
+    # ~10 steps of tens of microseconds, with no optimiser threads or overhead.
+    mu, grads = model(p)
+    value = np.sum(mu - data * np.log(mu))
+    for _ in range(30):
+        score = grads @ (data / mu - 1)
+        fisher = (grads / mu) @ grads.T + 1e-9 * np.eye(len(p))
+        try:
+            step = np.linalg.solve(fisher, score)
+        except np.linalg.LinAlgError:
+            break
+        for _ in range(8):
+            trial = np.clip(p + step, low, high)
+            mu_t, grads_t = model(trial)
+            value_t = np.sum(mu_t - data * np.log(mu_t))
+            if value_t <= value:
+                break
+            step = step / 2
+        else:
+            break
+        converged = value - value_t < 1e-4  # of a log-likelihood: far below any error
+        p, mu, grads, value = trial, mu_t, grads_t, value_t
+        if converged:
+            break
+    try:
+        cov = np.linalg.inv((grads / mu) @ grads.T)
+        # a candidate with no fitted excess has an unconstrained position: say
+        # "somewhere in the fitted region", not an astronomically large number
+        pos_err = float(min(np.sqrt(max((cov[0, 0] + cov[1, 1]) / 2, 0)), radius))
+        log_width_err = float(np.sqrt(max(cov[2, 2], 0)))
+    except np.linalg.LinAlgError:
+        pos_err, log_width_err = float(radius), np.inf
+    bkg = b.ravel()
+    value0 = np.sum(bkg - data * np.log(bkg))
+    return dict(params=p, ts=max(2 * (value0 - value), 0.0), pos_err=pos_err,
+                log_width_err=log_width_err)
+
+
+#: Width of the King profile (gamma 3) fitted to a Gaussian of sigma 1 on the
+#: fit's cutout (0.70 for an untruncated one; calibrated, see the module docstring).
+KING_PER_GAUSSIAN_SIGMA = 0.815
+#: Largest cutout radius of the extension fit (a 1 deg shell fits inside).
+MAX_FIT_RADIUS_DEG = 1.6
+#: r68 of the King profile (gamma 3) in units of its sigma.
+_KING_R68 = float(np.sqrt(2 * KING_GAMMA * (0.32 ** (1 / (1 - KING_GAMMA)) - 1)))
+
+
+def king_sigma_from_r68(r68):
+    """King sigma (gamma 3) of a profile whose 68% containment radius is ``r68``."""
+    return r68 / _KING_R68
+
+
+def _cutout(image, x0, y0, radius):
+    ny, nx = image.shape[-2:]
+    r = int(np.ceil(radius))
+    ix, iy = int(np.rint(x0)), int(np.rint(y0))
+    ys = slice(max(iy - r, 0), min(iy + r + 1, ny))
+    xs = slice(max(ix - r, 0), min(ix + r + 1, nx))
+    yy, xx = np.mgrid[ys, xs]
+    return ys, xs, xx.ravel().astype(float), yy.ravel().astype(float)
+
+
+def _fit(counts, background, x0, y0, radius, log_sigma, fixed):
+    ys, xs, xx, yy = _cutout(counts, x0, y0, radius)
+    c = counts[ys, xs].reshape(1, -1).astype(float)
+    b = np.maximum(background[ys, xs].reshape(1, -1).astype(float), 1e-6)
+    near = (xx - x0) ** 2 + (yy - y0) ** 2 <= max(2 * np.exp(log_sigma), 3) ** 2
+    excess = max(float((c[0] - b[0])[near].sum()), 1.0)
+    start = np.array([x0, y0, log_sigma, np.log(excess)])
+    width_range = (log_sigma, log_sigma) if fixed else (log_sigma, np.log(radius / 2))
+    return _fit_profile(c, b, xx, yy, start, radius, width_range=width_range)
+
+
+def fit_extension(counts, background, x0, y0, psf_sigma, radius, binsz, max_radius=None):
+    """Fit the size of a candidate over a fixed background.
+
+    Parameters
+    ----------
+    counts, background : `~numpy.ndarray`
+        (ny, nx) energy-integrated images (native pixels).
+    x0, y0 : float
+        Start position (pixels), e.g. the point-source fit's.
+    psf_sigma : float
+        King sigma of the point-spread function (pixels).
+    radius : float
+        Starting cutout radius (pixels); it doubles while the fitted width
+        exceeds a quarter of it, up to ``max_radius``.
+    binsz : float
+        Pixel size (deg).
+    max_radius : float, optional
+        Largest cutout radius (pixels). Default: `MAX_FIT_RADIUS_DEG`.
+
+    Returns
+    -------
+    result : dict
+        ``x``, ``y`` (pixels; the centroid), ``pos_err`` (pixels, 1 sigma per
+        axis), ``extension`` and ``extension_err`` (deg), ``ts_ext``, ``ts``
+        (of the extended model against background only), ``amplitude``
+        (source counts), ``radius`` (pixels, the final cutout).
+    """
+    counts, background = np.asarray(counts, float), np.asarray(background, float)
+    psf_sigma = max(float(psf_sigma), 0.6)
+    if max_radius is None:
+        max_radius = MAX_FIT_RADIUS_DEG / binsz
+    radius = max(float(radius), 4 * psf_sigma)
+    log_psf = np.log(psf_sigma)
+    x, y = float(x0), float(y0)
+    while True:
+        free = _fit(counts, background, x, y, radius, log_psf, fixed=False)
+        x, y = free["params"][:2]
+        sigma = float(np.exp(free["params"][2]))
+        if sigma <= radius / 4 or radius >= max_radius:
+            break
+        radius = min(2 * radius, max_radius)
+    point = _fit(counts, background, x, y, radius, log_psf, fixed=True)
+    king = np.sqrt(max(sigma**2 - psf_sigma**2, 0.0))
+    extension = king / KING_PER_GAUSSIAN_SIGMA * binsz
+    # d(extension)/d(log sigma) = sigma^2 / king, in deg
+    log_sigma_err = free.get("log_width_err", np.nan)
+    extension_err = (sigma**2 / max(king, 1e-3)) * log_sigma_err / KING_PER_GAUSSIAN_SIGMA * binsz
+    return dict(x=x, y=y, pos_err=free["pos_err"], extension=float(extension),
+                extension_err=float(extension_err),
+                ts_ext=float(max(free["ts"] - point["ts"], 0.0)), ts=float(free["ts"]),
+                amplitude=float(np.exp(free["params"][3])), radius=float(radius))
