@@ -30,7 +30,7 @@ def held_out_loss(network, kind, data):
     config = TrainingConfig(kind=kind, batch_size=20)
     with SimulationReader(data) as reader:
         batches = MapBatches(reader, config, range(len(reader)), augment=False)
-        model = network.model
+        model = network.clone_model()  # the loaded network is shared: compile a copy
         _compile(model, config)
         result = model.evaluate(batches, verbose=0, return_dict=True)
     return float(result["loss"])

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import astropy.units as u
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
@@ -417,8 +418,9 @@ def train(config, output, data=None, resume=False, verbose=2):
             if config.base:
                 from .networks import load_network
 
+                # a copy: the loaded network is cached and shared, it must not be trained
                 model = load_network(config.kind, config.base,
-                                     expect_architecture=config.architecture).model
+                                     expect_architecture=config.architecture).clone_model()
             else:
                 model = _build(config)
             for layer in model.layers:
@@ -505,6 +507,33 @@ def fine_tune(kind, data, output, base="default", epochs=5, learning_rate=3e-4, 
     return train(config, output, data=data, resume=resume, verbose=verbose)
 
 
+def point_source_width(reader, n, min_counts=300):
+    """Median King width (deg) of the bright point sources of a simulation file.
+
+    Each point source with at least ``min_counts`` expected counts, alone
+    within 1 deg, is fitted (`~gammapy_cnn.profiles.fit_source`) over the true
+    background: the width of a point source in energy-integrated counts of the
+    file's responses, the reference of the finder's ``extension``.
+    """
+    from .profiles import fit_source
+
+    widths = []
+    for i in range(n):
+        truth = reader.sources(i)
+        if len(truth) == 0:
+            continue
+        for k, src in enumerate(truth):
+            others = np.delete(np.arange(len(truth)), k)
+            alone = all(np.hypot(src["x"] - truth["x"][j], src["y"] - truth["y"][j]) * reader.binsz > 1.0
+                        for j in others)
+            if src["morphology"] == 0 and src["npred"] >= min_counts and alone:
+                counts = reader.counts(i).sum(axis=0)
+                background = reader.background(i).sum(axis=0)
+                fit = fit_source(counts, background, src["x"], src["y"], 0.2 / reader.binsz)
+                widths.append(fit["sigma"] * reader.binsz)
+    return float(np.median(widths)) if widths else 0.06
+
+
 def calibrate_finder(network, data, background="default", match_radius=0.15, target_rate=0.02,
                      max_maps=None, progress=True, rescue_score=0.3, rescue_significance=5.0):
     """Measure the false-alarm rate of a finder network's scores and store it in its card.
@@ -519,7 +548,9 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     position errors of the matched candidates above that threshold cover
     their true errors (68% of them within ``pos_err_68``): the Fisher error
     of the fit is too small (by 30% for the shipped finder), since the
-    fitted profile is not the true PSF and the background is estimated.
+    fitted profile is not the true PSF and the background is estimated;
+    and ``psf_sigma_deg``, the width of a point source (`point_source_width`),
+    the reference of the finder's ``extension`` and ``ts_ext``.
 
     It also measures the second detection rule (`CNNSourceFinder.rescue_rule`):
     peaks with a score between ``rescue_score`` and the threshold whose local
@@ -538,10 +569,12 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
 
     from .finders import CNNSourceFinder
 
-    finder = CNNSourceFinder(network=network, background=background, threshold=0.05,
-                             max_candidates=100, pos_err_scale=1.0, rescue=False)
     reader = SimulationReader(data)
     n = len(reader) if max_maps is None else min(len(reader), max_maps)
+    psf_sigma = point_source_width(reader, n)
+    finder = CNNSourceFinder(network=network, background_network=background, threshold=0.05,
+                             max_candidates=100, pos_err_scale=1.0, rescue=False,
+                             psf_sigma=psf_sigma * u.deg)
     energy = MapAxis.from_energy_edges(reader.energy_edges, unit="TeV", name="energy")
     npix = reader.counts(0).shape[-1]
     false_scores, true_scores, true_error_ratio = [], [], []
@@ -582,6 +615,7 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
         match_radius_deg=match_radius, data=Path(data).name,
         n_true_candidates_above_threshold=int(above.sum()),
         pos_err_scale=float(np.percentile(ratio, 68)) if len(ratio) else 1.0,
+        psf_sigma_deg=psf_sigma,
     )
     if rescue_significance is not None:
         def in_rescue_zone(scores, significance):

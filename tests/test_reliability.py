@@ -7,6 +7,7 @@ wrong result. Model files are loaded in Keras safe mode and checked against
 their model card. A killed training resumes from its last checkpoint.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -226,7 +227,8 @@ def test_non_square_map(tools, which):
 def test_tiled_inference_equals_one_call(tiny_networks, kind):
     counts = np.random.default_rng(1).poisson(0.3, (1, 400, 300)).astype(float)
     x, _ = pad(normalise(counts, np.ones(counts.shape, bool))[0])  # 416 x 320
-    network = load_network(kind, tiny_networks[kind])
+    # a copy: the loaded network is cached and shared with the other tests
+    network = copy.copy(load_network(kind, tiny_networks[kind]))
     whole = network.predict(x)
     network.tile_size = 160  # 3 x 2 tiles instead of one call
     tiled = network.predict(x)

@@ -18,16 +18,24 @@ def test_mirrored_strategy_on_cpu(sim_file, tmp_path):
 
 def test_fine_tune_starts_from_base_and_freezes(tiny_networks, sim_file, tmp_path):
     base = load_network("finder", tiny_networks["finder"]).model
+    # a snapshot (get_weights copies): the comparison must not depend on `base` staying unchanged
+    base_weights = {layer.name: layer.get_weights() for layer in base.layers}
     out = tmp_path / "tuned.keras"
     card = fine_tune("finder", sim_file, out, base=tiny_networks["finder"], epochs=1,
                      freeze=["find_enc"], batch_size=8, verbose=0)
     tuned = load_network("finder", out).model
     assert card["recipe"]["base"] == str(tiny_networks["finder"])
-    for layer in base.layers:
-        before, after = layer.get_weights(), tuned.get_layer(layer.name).get_weights()
+    for name, before in base_weights.items():
+        after = tuned.get_layer(name).get_weights()
         changed = any(not np.array_equal(a, b) for a, b in zip(before, after))
-        if layer.name.startswith("find_enc"):
-            assert not changed, layer.name
+        if name.startswith("find_enc"):
+            assert not changed, name
     assert any(not np.array_equal(a, b) for a, b in
-               zip(base.get_layer("heatmap").get_weights(), tuned.get_layer("heatmap").get_weights()))
+               zip(base_weights["heatmap"], tuned.get_layer("heatmap").get_weights()))
+    # the cached base network (shared by every finder in the process) is untouched
+    cached = load_network("finder", tiny_networks["finder"])
+    assert cached.model is base
+    for layer in base.layers:
+        assert all(np.array_equal(a, b) for a, b in zip(base_weights[layer.name], layer.get_weights()))
+        assert layer.trainable, layer.name
     assert json.loads(out.with_suffix(".json").read_text())["sha256"] == card["sha256"]

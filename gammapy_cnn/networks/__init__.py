@@ -17,7 +17,9 @@ card written by older code); `canonical_name` maps it. It will go after one
 release, once no caller uses it.
 
 A loaded network is cached per file (resolved path, size and modification
-time), so a new maker or finder neither re-hashes nor reloads it.
+time), so a new maker or finder neither re-hashes nor reloads it. The cached
+`Network` is shared: nobody may train, compile or change it; code that does
+(fine-tuning, evaluation with a loss) works on `Network.clone_model`.
 """
 
 import contextlib
@@ -121,6 +123,17 @@ class Network:
         self.card = card
         self.path = path
         self._predict = None
+
+    def clone_model(self):
+        """A new Keras model with the same architecture and weights, free to train or compile.
+
+        `model` itself is shared by every user of the cached network (see
+        `load_network`) and must stay unchanged.
+        """
+        keras = quiet_tensorflow()
+        model = keras.models.clone_model(self.model)
+        model.set_weights(self.model.get_weights())
+        return model
 
     @property
     def architecture(self):
@@ -235,7 +248,8 @@ def load_network(kind, network="default", expect_architecture=None):
     -------
     network : `Network`
         Cached per file: loading the same unchanged file again returns the
-        same object, without hashing or loading it again.
+        same object, without hashing or loading it again. It is shared, so
+        treat it as read-only: train or compile `Network.clone_model`.
     """
     path, _ = _resolve(kind, network)
     if not path.is_file():
