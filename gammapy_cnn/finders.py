@@ -9,9 +9,10 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import Angle
 from astropy.utils import lazyproperty
+from gammapy.datasets import Datasets
 from gammapy.estimators import ESTIMATOR_REGISTRY
 from gammapy.estimators.core import Estimator
-from scipy.ndimage import maximum_filter
+from scipy.ndimage import gaussian_filter, maximum_filter
 
 from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
     _R68_FACTOR,
@@ -25,10 +26,19 @@ from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
     empty_candidates_table,
     write_ds9,
 )
-from .makers import CNNBackgroundMaker, split_in_energy
+from .makers import CNNBackgroundMaker, split_in_energy, warn_if_wobble_stack
 from .networks import ORIGINAL, load_network
-from .preprocessing import FINDER_STRIDE, native_images, normalise, original_stretch, pad
+from .preprocessing import (
+    FINDER_STRIDE,
+    NativeGrid,
+    counts_image,
+    native_images,
+    normalise,
+    original_stretch,
+    pad,
+)
 from .profiles import KING_GAMMA, fit_extension, fit_source, king_sigma_from_r68  # noqa: F401
+from .runs import as_dataset_list, common_geom, dataset_pointing, reproject_counts, run_geom
 from .utils import NATIVE_BINSZ, NATIVE_NPIX, to_quantity
 
 __all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "empty_candidates_table", "write_ds9"]
@@ -41,6 +51,13 @@ DEFAULT_THRESHOLD = 0.5  # used only by networks without a calibration in their 
 #: King width of a point source in energy-integrated counts of the training IRFs
 #: (CTAO-North-like, index 2-3), for networks whose card does not measure it.
 DEFAULT_PSF_SIGMA = 0.06 * u.deg
+#: The third detection rule, for joint runs over several datasets: a local fit
+#: with at least this sqrt(TS) keeps a candidate whatever its score. Not
+#: calibrated like the threshold and the rescue rule (no held-out stacks yet):
+#: chosen above the rescue rule's 5, for a 5 x 5 deg map searched at two scales.
+JOINT_SIGNIFICANCE = 6.0
+#: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the stacked significance maps.
+JOINT_SMOOTHING_PIXELS = (4.0, 12.0)
 
 _UNSET = object()  # default of a deprecated parameter: tells "not given" from None
 
@@ -64,6 +81,32 @@ def _per_energy(data, dataset, grid):
     if dataset.mask_safe is not None:
         data = data * np.asarray(dataset.mask_safe.data, bool).reshape(data.shape)
     return np.array([grid.to_native(image) for image in data], dtype=np.float32)
+
+
+def _joint_peaks(peaks, counts, background, mask):
+    """Candidates of a joint run: the runs' heatmap peaks (the best within `MERGE_RADIUS`
+    of each other), then the stacked significance's peaks no network peak explains (score 0)."""
+    binsz = NATIVE_BINSZ.to_value("deg")
+    merge = MERGE_RADIUS.to_value("deg") / binsz
+    kept = []
+    for x, y, score in sorted(peaks, key=lambda p: p[2], reverse=True):
+        if all(np.hypot(x - k[0], y - k[1]) > merge for k in kept):
+            kept.append((x, y, score))
+    near = FIT_RADIUS.to_value("deg") / binsz
+    for sigma in JOINT_SMOOTHING_PIXELS:
+        area = 4 * np.pi * sigma**2  # a Gaussian kernel of peak 1 holds this many pixels
+        n = gaussian_filter(counts * mask, sigma) * area
+        b = np.maximum(gaussian_filter(background * mask, sigma) * area, 1e-9)
+        significance = np.sign(n - b) * np.sqrt(2 * np.maximum(n * np.log(np.maximum(n, 1e-9) / b) - (n - b), 0))
+        found = (significance == maximum_filter(significance, size=int(2 * sigma + 1)))
+        found &= (significance >= JOINT_SIGNIFICANCE) & mask
+        for y, x in zip(*np.nonzero(found)):
+            if all(np.hypot(x - k[0], y - k[1]) > near for k in kept):
+                kept.append((float(x), float(y), 0.0))
+    if not kept:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    xs, ys, scores = (np.array(v, float) for v in zip(*kept))
+    return xs, ys, scores
 
 
 def _merge_radius(row, better, radius):
@@ -239,24 +282,51 @@ class CNNSourceFinder(Estimator):
         return self.run(dataset)
 
     def run(self, dataset):
-        """Candidates of a dataset, best first.
+        """Candidates of a dataset, or jointly of one dataset per run, best first.
+
+        Given `~gammapy.datasets.Datasets` (one dataset per run, e.g. the runs
+        of a wobble campaign), the finder runs jointly, as gammapy's
+        `~gammapy.analysis.Analysis` stacks per-run reductions: each run's
+        background is estimated on a map centred on its own pointing
+        (`CNNBackgroundMaker`), where the networks tell a source from the
+        acceptance, and each run's heatmap is computed there too. The counts
+        and backgrounds are stacked on one map (`~gammapy_cnn.runs.common_geom`:
+        the runs' own geometry when they share one with 0.025 deg pixels),
+        and every candidate is refined on the stack. Candidates are the
+        heatmap peaks of the runs, and the peaks of the stacked significance
+        (0.1 and 0.3 deg smoothing): a source too faint for any single run's
+        network can still be found in the stack, by the third rule below.
+
+        Rules that keep a candidate: score >= ``threshold``; the rescue rule
+        (`rescue_rule`); and, in joint runs only, a local fit with sqrt(TS) >=
+        `JOINT_SIGNIFICANCE` (such candidates have score 0 when no run's
+        network saw them, and a NaN ``false_alarm_rate``).
 
         Parameters
         ----------
-        dataset : `~gammapy.datasets.MapDataset`
-            Counts-only or full, 2D or 3D, any WCS geometry.
+        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
+            Counts-only or full, 2D or 3D, any WCS geometry. For the joint
+            path each dataset records its run's pointing (``meta_table`` with
+            ``RA_PNT``/``DEC_PNT``, as `gammapy_cnn.data.counts_dataset` and
+            gammapy's `~gammapy.makers.MapDatasetMaker` write it).
 
         Returns
         -------
         table : `~astropy.table.Table`
             One row per candidate; see ``COLUMNS`` for the columns and units.
             An empty table (same columns) when nothing passes the threshold.
+            For a joint run, ``x``/``y`` are pixels of the joint map, whose
+            geometry is in ``table.meta["joint_geom"]`` (WCS header) when it is
+            not the runs' own.
         """
         with self._lock:  # lazy loading is not thread-safe; inference is (tested with 4 threads)
             network = self.network
             maker = self.background_maker
             if maker is not None:
                 maker.network  # noqa: B018  (load it here, not in two threads at once)
+        if isinstance(dataset, (Datasets, list, tuple)):
+            return self._run_joint(as_dataset_list(dataset), network, maker)
+        warn_if_wobble_stack(dataset, "CNNSourceFinder.run")
         grid, counts, mask, native_counts, native_mask = native_images(dataset)
         geom = dataset.counts.geom
         if not counts.any():  # no event, no candidate (an empty time window is valid input)
@@ -266,6 +336,63 @@ class CNNSourceFinder(Estimator):
         else:
             rows = self._candidates(network, native_counts, native_mask, maker, dataset, grid)
         return self._table(rows, geom, grid)
+
+    def _run_joint(self, datasets, network, maker):
+        if network.architecture == ORIGINAL:
+            raise ValueError("the original regressor finds one candidate in one map; a joint run over "
+                             "several datasets needs the default finder network")
+        geom = common_geom(datasets, NATIVE_BINSZ)
+        image = geom.to_image()
+        axes = [d.counts.geom.axes for d in datasets]
+        energy_planes = len(axes[0]["energy"].center) if all(a == axes[0] for a in axes) and axes[0] else 1
+        cube = np.zeros((energy_planes,) + image.data_shape)
+        background_cube = np.zeros_like(cube)
+        mask = np.zeros(image.data_shape, bool)
+        peaks = []
+        for dataset in datasets:
+            estimated = maker.run(dataset) if maker is not None else dataset
+            shape = (-1,) + dataset.counts.geom.data_shape[-2:]
+            safe = (np.ones(dataset.counts.data.shape, bool) if estimated.mask_safe is None
+                    else np.asarray(estimated.mask_safe.data, bool)).reshape(shape)
+            counts = np.asarray(dataset.counts.data, float).reshape(shape) * safe
+            background = np.asarray(estimated.npred_background().data, float).reshape(shape) * safe
+            if energy_planes == 1:
+                counts, background = counts.sum(axis=0, keepdims=True), background.sum(axis=0, keepdims=True)
+            source = dataset.counts.geom.to_image()
+            stacked, _ = reproject_counts(counts, source, image)
+            cube += stacked
+            background_cube += reproject_counts(background, source, image)[0]
+            valid, coverage = reproject_counts(safe.any(axis=0).astype(float), source, image)
+            mask |= (coverage > 0.5) & (valid > 0.5 * coverage)
+            peaks += self._run_peaks(network, dataset, image)
+        if not cube.any():
+            return self._table([], geom, NativeGrid(geom))
+        xs, ys, scores = _joint_peaks(peaks, cube.sum(axis=0), background_cube.sum(axis=0), mask)
+        rows = self._refined(xs, ys, scores, cube, background_cube, mask,
+                             self._psf_sigma_pixels(datasets[0], cube), self.rescue_rule,
+                             min_significance=JOINT_SIGNIFICANCE) if self.refine else []
+        table = self._table(rows, geom, NativeGrid(geom))
+        table.meta["n_runs"] = len(datasets)
+        if geom.to_image() != datasets[0].counts.geom.to_image():
+            table.meta["joint_geom"] = geom.to_image().wcs.to_header_string()
+        return table
+
+    def _run_peaks(self, network, dataset, image):
+        """Heatmap peaks of one run, in its run frame, as (x, y, score) pixels of ``image``."""
+        counts, mask = counts_image(dataset)
+        source = dataset.counts.geom.to_image()
+        frame = run_geom(dataset_pointing(dataset), source)
+        run_counts, _ = reproject_counts(counts * mask, source, frame)
+        run_mask, coverage = reproject_counts(mask.astype(float), source, frame)
+        run_mask = (coverage > 0.5) & (run_mask > 0.5 * np.maximum(coverage, 1e-9))
+        if not run_counts.any():
+            return []
+        xs, ys, scores = self._heatmap_peaks(network, run_counts, run_mask)
+        if not len(xs):
+            return []
+        lon, lat = frame.pix_to_coord((xs, ys))
+        px, py = image.coord_to_pix((lon, lat))
+        return [(x, y, score) for x, y, score in zip(px, py, scores) if np.isfinite(x) and np.isfinite(y)]
 
     def _original_candidates(self, network, counts):
         if counts.shape != (NATIVE_NPIX, NATIVE_NPIX):
@@ -409,7 +536,7 @@ class CNNSourceFinder(Estimator):
         values = dict(
             Source_Name=[_source_name(r, d) for r, d in zip(ra, dec)], RA=ra, DEC=dec,
             GLON=glon, GLAT=glat, ra=ra, dec=dec, x=x_in, y=y_in, score=scores,
-            false_alarm_rate=self.false_alarm_rate(scores),
+            false_alarm_rate=np.where(scores > 0, self.false_alarm_rate(scores), np.nan),
             significance=[r.get("significance", np.nan) for r in rows],
             excess=[r.get("excess", np.nan) for r in rows],
             pos_err=pos_err, pos_err_68=pos_err * _R68_FACTOR,

@@ -221,25 +221,33 @@ def _compute_subpixel_index(image_from, image_to):
     return (iy[inside] * mx + ix[inside]).astype(np.int64), inside
 
 
-def common_geom(datasets):
-    """The geometry of a joint result: the datasets' own when they share one.
+def common_geom(datasets, binsz=NATIVE_BINSZ):
+    """The geometry of a joint result, with pixels of ``binsz``.
 
-    Otherwise a 0.025 deg map in the first dataset's frame, centred on the
-    mean pointing, wide enough to hold every run's map.
+    The datasets' own when they share one with such pixels; otherwise a map
+    in the first dataset's frame, centred on the mean of the maps' centres,
+    wide enough to hold every run's map.
+
+    Raises
+    ------
+    ValueError
+        If a dataset is not on a WCS geometry (the message names it).
     """
     geoms = [d.counts.geom for d in datasets]
-    image = geoms[0].to_image()
-    if all(g.to_image() == image for g in geoms[1:]):
-        return geoms[0]
     for dataset, geom in zip(datasets, geoms):
         if not isinstance(geom, WcsGeom):
             raise ValueError(f"dataset {dataset.name!r} has a {type(geom).__name__}; "
                              "the per-run path takes WCS maps")
+    image = geoms[0].to_image()
+    step = u.Quantity(binsz, "deg").to_value("deg")
+    native = np.allclose(np.abs(image.pixel_scales.to_value("deg")), step, rtol=1e-3)
+    if native and all(g.to_image() == image for g in geoms[1:]):
+        return image
     center = mean_direction(SkyCoord([g.center_skydir.icrs for g in geoms]))
     reach = max(
         (center.separation(g.center_skydir.icrs) + np.max(g.width) / np.sqrt(2)).to_value("deg")
         for g in geoms
     )
-    npix = int(np.ceil(2 * reach / NATIVE_BINSZ.to_value("deg")))
-    return WcsGeom.create(skydir=center.transform_to(image.frame), npix=npix,
-                          binsz=NATIVE_BINSZ.to_value("deg"), frame=image.frame, proj="TAN")
+    npix = int(np.ceil(2 * reach / step))
+    return WcsGeom.create(skydir=center.transform_to(image.frame), npix=npix, binsz=step,
+                          frame=image.frame, proj="TAN")

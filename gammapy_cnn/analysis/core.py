@@ -55,7 +55,12 @@ class CNNAnalysis(Analysis):
     in gammapy's reduction chain (after the safe mask), so each observation's
     background is estimated from its own counts on its own field of view,
     centred on its pointing as in training, and the stacked background is
-    their sum. Only 3D map datasets are supported with ``cnn``.
+    their sum. Only 3D map datasets are supported with ``cnn``. The per-run
+    datasets are kept in ``run_datasets`` (also when ``datasets.stack`` is
+    true), and ``find-sources`` searches them jointly
+    (`~gammapy_cnn.CNNSourceFinder.run` on `~gammapy.datasets.Datasets`):
+    a map stacked on the target would hide extended sources in the
+    acceptance.
 
     Parameters
     ----------
@@ -63,6 +68,8 @@ class CNNAnalysis(Analysis):
 
     Attributes
     ----------
+    run_datasets : `~gammapy.datasets.Datasets` or None
+        The per-run datasets of the ``datasets`` step (3D).
     candidates : `~astropy.table.Table` or None
         Output of `find_sources` (columns: `gammapy_cnn.finders.COLUMNS`).
     candidate_models : `~gammapy.modeling.models.Models` or None
@@ -79,6 +86,7 @@ class CNNAnalysis(Analysis):
 
     def __init__(self, config):
         super().__init__(config)
+        self.run_datasets = None
         self.candidates = None
         self.candidate_models = None
         self.candidate_fit = None
@@ -144,7 +152,24 @@ class CNNAnalysis(Analysis):
                 "datasets.background.method 'cnn' needs datasets.type '3d': the CNN estimates "
                 "background maps, not 1D spectra (use 'reflected' for a spectrum analysis)"
             )
-        super().get_datasets()
+        if settings.type == "1d" or not settings.stack:
+            self.run_datasets = None
+            super().get_datasets()
+            if not settings.stack:
+                self.run_datasets = self.datasets
+            return
+        # Stacked: keep the runs too, so that find-sources can search them jointly, each
+        # on its own pointing (a stacked map centred on the target hides extended sources)
+        settings.stack = False
+        try:
+            super().get_datasets()
+        finally:
+            settings.stack = True
+        self.run_datasets = self.datasets
+        stacked = self._create_reference_dataset(name="stacked")
+        for dataset in self.run_datasets:
+            stacked.stack(dataset)
+        self.datasets = Datasets([stacked])
 
     def _create_background_maker(self):
         settings = self.config.datasets.background
@@ -185,10 +210,15 @@ class CNNAnalysis(Analysis):
         cnn = self.config.cnn
         finder = CNNSourceFinder(
             network=_expand(cnn.finder_network), threshold=cnn.threshold,
-            background=_expand(cnn.background_network), refine=cnn.refine, rescue=cnn.rescue,
+            background_network=_expand(cnn.background_network), refine=cnn.refine, rescue=cnn.rescue,
             max_candidates=cnn.max_candidates,
         )
-        self.candidates = finder.run(dataset)
+        runs = getattr(self, "run_datasets", None)
+        if runs is not None and len(runs) > 1:
+            # jointly, each run on its own pointing (CNNSourceFinder.run on Datasets)
+            self.candidates = finder.run(Datasets(list(runs)))
+        else:
+            self.candidates = finder.run(dataset)
         self.candidate_models = CandidateCatalog(self.candidates).to_models()
         log.info(f"{len(self.candidates)} CNN candidate(s) above score {finder.threshold:.3f}")
 

@@ -13,7 +13,7 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import vstack
-from gammapy.datasets import MapDataset
+from gammapy.datasets import Datasets, MapDataset
 from gammapy.maps import Map, MapAxis
 
 from ..data import _observation_list, counts_dataset, counts_geom, iter_window_datasets
@@ -237,7 +237,7 @@ class WindowSearch:
         Run the finder once, untimed, on the first dataset, so that loading
         the networks is not counted in the first window's latency. Default True.
     keep_datasets : bool, optional
-        Keep each window's dataset in `WindowResult.dataset`. Default False.
+        Keep each window's dataset in `WindowResult.dataset` (a `Datasets` of the runs for a stack). Default False.
 
     Raises
     ------
@@ -415,10 +415,11 @@ class WindowSearch:
             dataset = self._dataset(obs, self._geom(_pointing(obs), cut), cut)
             meta = dataset.meta_table
         else:
+            # one dataset per run on the stack's map, searched jointly: each run's background
+            # and heatmap are made on its own pointing (CNNSourceFinder.run on Datasets)
             center = mean_pointing([obs for obs, _ in items])
-            parts = [self._dataset(obs, self._geom(center, cut), cut) for obs, cut in items]
-            dataset = stacked_image_dataset(parts, name="stacked")
-            meta = vstack([p.meta_table for p in parts])
+            dataset = Datasets([self._dataset(obs, self._geom(center, cut), cut) for obs, cut in items])
+            meta = vstack([p.meta_table for p in dataset])
         time_bin = (time.perf_counter() - t0) * u.s
         table, time_find = self.find(dataset)
         starts = [o.tstart for o, _ in items]

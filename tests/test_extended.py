@@ -1,0 +1,168 @@
+"""Extended sources and multi-run stacks: per-run frames, the size fit, the joint finder."""
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from gammapy.datasets import Datasets, MapDataset
+from gammapy.maps import Map, WcsGeom
+from gammapy.modeling.models import GaussianSpatialModel, PointSpatialModel
+
+from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
+from gammapy_cnn.candidates import CandidateCatalog
+from gammapy_cnn.makers import WobbleStackWarning
+from gammapy_cnn.profiles import fit_extension, fit_source
+from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
+from gammapy_cnn.simulation import MapParameters, SourceParameters
+
+TARGET = SkyCoord(250.0, -40.0, unit="deg")
+
+
+def _with_pointing(dataset, pointings):
+    ra = [p.icrs.ra.deg for p in pointings]
+    dec = [p.icrs.dec.deg for p in pointings]
+    if len(pointings) == 1:
+        dataset.meta_table = Table({"OBS_ID": [1], "RA_PNT": ra * u.deg, "DEC_PNT": dec * u.deg})
+    else:  # one row, one value per run: the layout MapDataset.stack produces
+        dataset.meta_table = Table({"RA_PNT": [np.array(ra)] * u.deg, "DEC_PNT": [np.array(dec)] * u.deg})
+    return dataset
+
+
+def wobble_runs(template, source, livetime=1800.0, n_runs=4, wobble=0.7, seed=0, geom=None):
+    """Runs pointed ``wobble`` deg around TARGET, each on its own pointing-centred map
+    (or all on ``geom``), with ``source`` (offsets ignored) at TARGET."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    binsz = template.binsz.to_value("deg")
+    half = (template.npix - 1) / 2
+    for k in range(n_runs):
+        pointing = TARGET.directional_offset_by((2 * np.pi * k / n_runs + np.pi / 4) * u.rad, wobble * u.deg)
+        run = template.geom(pointing)
+        px, py = (float(np.squeeze(v)) for v in run.to_image().coord_to_pix(TARGET))
+        placed = SourceParameters((px - half) * binsz, (py - half) * binsz, source.flux, source.index,
+                                  source.extension, source.morphology, source.width)
+        params = MapParameters(0, pointing.ra.deg, pointing.dec.deg, livetime, 1.0, 0.0, 0.0, 0.0, [placed])
+        sim = template.simulate(params, rng)
+        counts = Map.from_geom(run, data=sim.counts.astype(float))
+        if geom is not None:  # the expectation moved onto geom, then drawn
+            expected, _ = reproject_counts(template.background(livetime) + sim.signal, run, geom)
+            counts = Map.from_geom(geom, data=rng.poisson(expected).astype(float))
+        runs.append(_with_pointing(MapDataset(counts=counts, name=f"run{k}"), [pointing]))
+    return Datasets(runs)
+
+
+def test_reproject_counts_conserves_counts_and_is_exact_on_the_same_grid():
+    geom = WcsGeom.create(skydir=TARGET, npix=100, binsz=0.025, frame="icrs")
+    data = np.random.default_rng(1).poisson(2.0, (3, 100, 100)).astype(float)
+    same, coverage = reproject_counts(data, geom, geom)
+    np.testing.assert_allclose(same, data)
+    assert coverage.min() == pytest.approx(1.0)
+    shifted = run_geom(TARGET.directional_offset_by(0 * u.deg, 0.5 * u.deg), geom, npix=200)
+    moved, coverage = reproject_counts(data, geom, shifted)
+    assert moved.sum() == pytest.approx(data.sum())  # the target map holds the whole input
+    galactic = WcsGeom.create(skydir=TARGET.galactic, npix=200, binsz=0.025, frame="galactic")
+    rotated, _ = reproject_counts(data, geom, galactic)
+    assert rotated.sum() == pytest.approx(data.sum())
+
+
+def test_pointing_lookup_and_its_errors():
+    geom = WcsGeom.create(skydir=TARGET, npix=64, binsz=0.025, frame="icrs")
+    dataset = MapDataset(counts=Map.from_geom(geom), name="no-pointing")
+    with pytest.raises(ValueError, match="no-pointing.*RA_PNT"):
+        dataset_pointing(dataset)
+    pointing = TARGET.directional_offset_by(0 * u.deg, 0.7 * u.deg)
+    _with_pointing(dataset, [pointing])
+    assert dataset_pointing(dataset).separation(pointing) < 1e-6 * u.deg
+    with pytest.raises(TypeError, match="dataset 1 is a str"):
+        CNNBackgroundMaker().run([dataset, "x"])
+
+
+def test_common_geom_holds_every_run(template):
+    runs = wobble_runs(template, SourceParameters(0, 0, 0.0, 2.5), livetime=10.0)
+    geom = common_geom(list(runs))
+    for run in runs:
+        corners = run.counts.geom.to_image().get_coord()
+        assert np.all(np.isfinite(geom.coord_to_pix(corners)[0]))
+        assert geom.contains(corners).all()
+
+
+def test_size_fit_recovers_gaussians_and_calls_points_point_like(template):
+    from gammapy_cnn.training import point_source_width  # noqa: F401  (the card's reference)
+
+    binsz = template.binsz.to_value("deg")
+    background = template.background(1800).sum(axis=0)
+    rng = np.random.default_rng(5)
+    point = template.source_cube(130, 90, 1800, 1.0, 2.5).sum(axis=0)
+    counts = rng.poisson(background + point)
+    psf = fit_source(counts, background, 130, 90, 8)["sigma"]
+    result = fit_extension(rng.poisson(background + point), background, 130, 90, psf, 8, binsz)
+    assert result["ts_ext"] < 9 and result["extension"] < 0.02
+    for sigma in (0.1, 0.3):
+        cube = template.source_cube(130, 90, 1800, 1.0, 2.5, sigma, "gaussian").sum(axis=0)
+        result = fit_extension(rng.poisson(background + cube), background, 128, 92, psf, 8, binsz)
+        assert result["ts_ext"] > 100
+        assert result["extension"] == pytest.approx(sigma, rel=0.2)
+        assert np.hypot(result["x"] - 130, result["y"] - 90) * binsz < 0.03
+
+
+def test_wobble_stack_in_one_dataset_warns(template):
+    runs = wobble_runs(template, SourceParameters(0, 0, 0.0, 2.5), livetime=10.0)
+    geom = runs[0].counts.geom
+    stacked = _with_pointing(MapDataset(counts=runs[0].counts.copy(), name="stack"),
+                             [dataset_pointing(r) for r in runs])
+    with pytest.warns(WobbleStackWarning, match="Datasets with one MapDataset per run"):
+        CNNBackgroundMaker().run(stacked)
+    assert geom == stacked.counts.geom
+
+
+@pytest.mark.slow
+def test_maker_estimates_each_run_on_its_pointing(template):
+    """Runs on one target-centred map: each estimated in its run frame, the stack's
+    background is the sum, and the part of the map outside a run frame is masked."""
+    geom = WcsGeom.create(skydir=TARGET, npix=240, binsz=0.025, frame="icrs",
+                          axes=[template.energy_axis])
+    runs = wobble_runs(template, SourceParameters(0, 0, 1.0, 2.5, 0.3, "gaussian"), geom=geom)
+    estimated = CNNBackgroundMaker().run(runs)
+    assert isinstance(estimated, Datasets) and estimated.names == runs.names
+    for run, original in zip(estimated, runs):
+        # each run's background is close to the truth on the same pixels, not eaten by the source
+        frame = template.geom(dataset_pointing(run))
+        truth, _ = reproject_counts(template.background(1800).sum(axis=0), frame, geom)
+        covered = run.mask_safe.data.any(axis=0)
+        assert run.npred_background().data.sum() == pytest.approx(truth[covered].sum(), rel=0.05)
+        assert not run.mask_safe.data.all()  # the 6 x 6 deg map reaches beyond the run frame
+        assert original.mask_safe is None  # the input is left as it was
+    stacked = estimated.stack_reduce()
+    assert stacked.npred_background().data.sum() == pytest.approx(
+        sum(r.npred_background().data.sum() for r in estimated))
+
+
+@pytest.mark.slow
+def test_joint_finder_finds_an_extended_source_once_at_its_centroid(template):
+    runs = wobble_runs(template, SourceParameters(0, 0, 1.0, 2.5, 0.3, "gaussian"))
+    table = CNNSourceFinder()(runs)
+    separation = SkyCoord(table["RA"], table["DEC"], unit="deg").separation(TARGET).deg
+    near = separation < 0.5
+    assert near.sum() == 1, table  # one candidate, not fragments
+    row = table[near][0]
+    assert separation[near][0] < 0.1
+    assert row["ts_ext"] > 25 and row["extension"] == pytest.approx(0.3, rel=0.3)
+    assert table.meta["n_runs"] == 4
+    models = CandidateCatalog(table[near]).to_models()
+    assert isinstance(models[0].spatial_model, GaussianSpatialModel)
+    point = CandidateCatalog(table[near]).table.copy()
+    point["ts_ext"] = 0.0
+    assert isinstance(CandidateCatalog(point).to_models()[0].spatial_model, PointSpatialModel)
+
+
+def test_joint_finder_takes_runs_in_other_frames(template):
+    source = SourceParameters(0, 0, 1.0, 2.5)
+    galactic = WcsGeom.create(skydir=TARGET.galactic, npix=240, binsz=0.025, frame="galactic",
+                              axes=[template.energy_axis])
+    runs = Datasets([wobble_runs(template, source, livetime=300.0, n_runs=2)[0],
+                     wobble_runs(template, source, livetime=300.0, n_runs=2, seed=1, geom=galactic)[1]])
+    table = CNNSourceFinder()(runs)
+    separation = SkyCoord(table["RA"], table["DEC"], unit="deg").separation(TARGET).deg
+    assert len(table) and separation.min() < 0.05
+    assert "joint_geom" in table.meta  # the runs' maps differ: the joint map is a new one
