@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gammapy_cnn  # noqa: E402
-from gammapy_cnn.finders import COLUMNS  # noqa: E402
+from gammapy_cnn.candidates import COLUMNS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -108,7 +108,7 @@ def _write_if_changed(path, text):
 
 
 def _columns_table():
-    """The candidate table's columns, straight from `gammapy_cnn.finders.COLUMNS`."""
+    """The candidate table's columns, straight from `gammapy_cnn.candidates.COLUMNS`."""
     lines = [".. list-table::", "   :header-rows: 1", "   :widths: 18 8 74", "",
              "   * - column", "     - unit", "     - meaning"]
     for name, (unit, description) in COLUMNS.items():

@@ -2,11 +2,12 @@
 
 from .irf import DEFAULT_IRF_NAMES, default_irf, load_irf
 from .sampler import CRAB_AMPLITUDE, SimulatedMap, SimulationTemplate, simulate_with_gammapy
-from .scenario import MapParameters, Scenario, SourceParameters
+from .scenario import DiffuseParameters, MapParameters, Scenario, SourceParameters
 
 __all__ = [
     "CRAB_AMPLITUDE",
     "DEFAULT_IRF_NAMES",
+    "DiffuseParameters",
     "MapParameters",
     "Scenario",
     "SimulatedMap",

@@ -294,7 +294,7 @@ class Scenario(BaseModel):
 
     @classmethod
     def preset(cls, name):
-        """A shipped scenario: ``default``, ``original`` or ``test``."""
+        """A shipped scenario: ``default``, ``calibration``, ``original``, ``benchmark`` or ``test``."""
         files = resources.files("gammapy_cnn.simulation") / "scenarios"
         path = files / f"{name}.yaml"
         if not path.is_file():
