@@ -633,7 +633,7 @@ def main(argv=None):
                          "(set GAMMAPY_DATA or use --data)")
 
     t0 = time.perf_counter()
-    finder = CNNSourceFinder(network=args.finder, background=args.cleaner, threshold=args.threshold,
+    finder = CNNSourceFinder(network=args.finder, background_network=args.cleaner, threshold=args.threshold,
                              max_candidates=args.max_candidates)
     obs_index = Table.read(args.data / "obs-index.fits.gz")
     thresholds = energy_thresholds(obs_index)

@@ -172,7 +172,7 @@ def _find(data, finder_path, cleaner_path, n):
     from gammapy_cnn import CNNSourceFinder
     from gammapy_cnn.simulation.io import SimulationReader
 
-    finder = CNNSourceFinder(network=finder_path, background=cleaner_path, threshold=0.3)
+    finder = CNNSourceFinder(network=finder_path, background_network=cleaner_path, threshold=0.3)
     n_candidates = 0
     with SimulationReader(data) as reader:
         energy = MapAxis.from_energy_edges(reader.energy_edges, unit="TeV", name="energy")
@@ -203,7 +203,7 @@ def _bigmap(finder_path, cleaner_path, side, tiles="on"):
     dataset = MapDataset(counts=Map.from_geom(geom, data=rng.poisson(0.2, (side, side)).astype(np.float32)))
     start = time.perf_counter()
     out = CNNBackgroundMaker(network=cleaner_path).run(dataset)
-    table = CNNSourceFinder(network=finder_path, background=cleaner_path, threshold=0.3).run(dataset)
+    table = CNNSourceFinder(network=finder_path, background_network=cleaner_path, threshold=0.3).run(dataset)
     print(f"{side}^2 map: background sum {out.background.data.sum():.0f}, {len(table)} candidates, "
           f"{time.perf_counter() - start:.1f} s")
 

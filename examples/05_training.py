@@ -153,7 +153,7 @@ for name, network in (("tiny", cleaner), ("fine-tuned", tuned), ("shipped", "def
     estimate = CNNBackgroundMaker(network=network).run(dataset).npred_background().data.sum()
     print(f"{name:10s} background: {estimate:7.0f} counts (true {truth['background'].sum():.0f})")
 
-finder = CNNSourceFinder(network=finder_file, background=tuned, threshold=0.0, max_candidates=3)
+finder = CNNSourceFinder(network=finder_file, background_network=tuned, threshold=0.0, max_candidates=3)
 finder(dataset)["Source_Name", "score", "significance"]
 
 # %%

@@ -86,7 +86,7 @@ def brightest_pixel_finder(min_counts=20):
 
 @pytest.fixture(scope="module")
 def tiny_finder(tiny_networks):
-    return CNNSourceFinder(network=tiny_networks["finder"], background=tiny_networks["cleaner"],
+    return CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
                            threshold=0.0, max_candidates=2)
 
 

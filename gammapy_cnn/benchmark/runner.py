@@ -129,7 +129,7 @@ def run_benchmark(n=None, irf=None, seed=BENCHMARK_SEED, quick=False, cleaners=(
 
     makers = {_network_label(c): CNNBackgroundMaker(c) for c in cleaners}
     background_net = cleaners[0] if cleaners else "default"
-    finder_objs = {_network_label(f): CNNSourceFinder(f, background=background_net) for f in finders}
+    finder_objs = {_network_label(f): CNNSourceFinder(f, background_network=background_net) for f in finders}
     detection_methods = list(finder_objs) + ["ring+excess", "smoothed-counts"]
     if n_slow:
         detection_methods.append("tsmap")
