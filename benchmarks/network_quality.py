@@ -32,6 +32,7 @@ from gammapy.maps import Map
 from gammapy.stats import CashCountsStatistic
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
+from gammapy_cnn.networks import ORIGINAL, canonical_name
 from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
 from gammapy_cnn.utils import cpu_model, write_text_atomic
 
@@ -111,7 +112,8 @@ def evaluate(irf, n, seed, cleaners, finders):
         else:
             results["cleaner"][name] = dict(entry, run_ms_p50=float(1e3 * np.median(times)))
     for name in finders:
-        finder = CNNSourceFinder(network=name, background=name if name == "seed" else "default")
+        original = canonical_name(name) == ORIGINAL
+        finder = CNNSourceFinder(network=name, background_network=name if original else "default")
         finder.run(maps[0][0])
         errors, found, false, times = {}, {}, [], []
         for dataset, truth in maps:
@@ -130,7 +132,7 @@ def evaluate(irf, n, seed, cleaners, finders):
                         hit, matched[j] = True, True
                         errors.setdefault(k, []).append(float(sep[j]))
                 found.setdefault(k, []).append(hit)
-            false.append(int((~matched).sum()) if name != "seed" else 0)
+            false.append(0 if original else int((~matched).sum()))
         results["finder"][name] = dict(
             containment_68_deg={k: float(np.quantile(v, 0.68)) for k, v in errors.items() if len(v) >= 5},
             containment_95_deg={k: float(np.quantile(v, 0.95)) for k, v in errors.items() if len(v) >= 5},
@@ -146,8 +148,8 @@ def main():
     parser.add_argument("--irf", default="default-z20")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=424242)
-    parser.add_argument("--cleaners", nargs="+", default=["default", "seed"])
-    parser.add_argument("--finders", nargs="+", default=["default", "seed"])
+    parser.add_argument("--cleaners", nargs="+", default=["default", ORIGINAL])
+    parser.add_argument("--finders", nargs="+", default=["default", ORIGINAL])
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--update-cards", action="store_true",
                         help="Store the metrics in the shipped networks' model cards.")
@@ -172,7 +174,7 @@ def update_cards(results):
 
     for kind in ("cleaner", "finder"):
         for name, metrics in results[kind].items():
-            path = weights_dir() / f"{kind}_{name}.keras"
+            path = weights_dir() / f"{kind}_{canonical_name(name)}.keras"  # records may say "seed"
             if not path.exists():
                 continue
             card = read_card(path)

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from gammapy_cnn.networks import canonical_name
 from gammapy_cnn.utils import write_text_atomic
 
 
@@ -41,7 +42,7 @@ def section(result):
         simple = " | ".join(f"{fmt(smean.get(t), 2)} / {fmt(sstd.get(t), 2)}" for t in ("10", "100", "1800"))
         run = f"{m['run_ms_p50']:.1f}" if "run_ms_p50" in m else "-"
         lines.append(
-            f"| {name} | {fmt(r.get('0.0'))} | {fmt(r.get('0.3'))} | {fmt(r.get('1.0'))} | "
+            f"| {canonical_name(name)} | {fmt(r.get('0.0'))} | {fmt(r.get('0.3'))} | {fmt(r.get('1.0'))} | "
             f"{fmt(e.get('1.0|100'))} | {fmt(e.get('0.3|1800'))} | {simple} | "
             f"{fmt(mean.get('100'), 2)} / {fmt(std.get('100'), 2)} | "
             f"{fmt(mean.get('1800'), 2)} / {fmt(std.get('1800'), 2)} | {run} |")
@@ -53,7 +54,8 @@ def section(result):
     for name, m in result["finder"].items():
         c68, comp = m["containment_68_deg"], m["completeness"]
         lines.append(
-            f"| {name} | {fmt(c68.get('1.0|100'))} | {fmt(c68.get('0.3|100'))} | {fmt(c68.get('1.0|10'))} | "
+            f"| {canonical_name(name)} | {fmt(c68.get('1.0|100'))} | {fmt(c68.get('0.3|100'))} | "
+            f"{fmt(c68.get('1.0|10'))} | "
             f"{fmt(comp.get('0.1|100'), 2)} | {fmt(comp.get('0.3|100'), 2)} | {fmt(comp.get('0.1|1800'), 2)} | "
             f"{m['false_per_field']:.3f} | {m['run_ms_p50']:.1f} |")
     lines += ["", f"Command: `{result['command']}`; machine: {result['machine']}.", ""]
@@ -70,11 +72,11 @@ def main():
         "",
         "Per IRF: 150 maps, one source (0, 0.1, 0.3, 1 or 3 Crab, index 2.5) or none, 10 s / 100 s / "
         "1800 s, background norm 0.85-1.15 and tilt +-0.1, seed 424242 (training used 1001-1003). "
-        "`default` = our networks, `seed` = the original CNN-Cleaner / CNN-Regressor trained by our "
+        "`default` = our networks, `original` = the original CNN-Cleaner / CNN-Regressor trained by our "
         "recipes. About 10 maps per (flux, exposure) cell, so single cells are noisy; "
         "`docs/results/aperture_bias.md` measures the aperture excess with 100 maps per cell and "
         "`docs/results/localisation.md` the localisation beside a 3D likelihood fit; "
-        "`gammapy-cnn benchmark` has the larger comparison with gammapy's methods. The seed finder always "
+        "`gammapy-cnn benchmark` has the larger comparison with gammapy's methods. The original finder always "
         "returns exactly one candidate (the original design), so its false-candidate count is not "
         "meaningful and is reported as 0.",
         "",

@@ -21,8 +21,8 @@ import numpy as np
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.demo import simulate_observation
-from gammapy_cnn.networks import load_network
-from gammapy_cnn.preprocessing import normalise, pad, seed_stretch
+from gammapy_cnn.networks import ORIGINAL, load_network
+from gammapy_cnn.preprocessing import normalise, original_stretch, pad
 from gammapy_cnn.utils import cpu_model, write_text_atomic
 
 
@@ -39,8 +39,8 @@ def median_ms(func, repeat):
 def batched_maps_per_s(kind, name, batch, repeat):
     network = load_network(kind, name)
     counts = np.random.default_rng(0).poisson(0.3, (batch, 200, 200)).astype(float)
-    if network.architecture == "seed":
-        x = seed_stretch(counts)[0][..., None]
+    if network.architecture == ORIGINAL:
+        x = original_stretch(counts)[0][..., None]
     else:
         x = pad(normalise(counts, np.ones_like(counts, bool))[0])[0]
     ms = median_ms(lambda: network.predict(x, batch_size=batch), repeat)
@@ -55,9 +55,9 @@ def main():
     args = parser.parse_args()
     dataset, _ = simulate_observation(flux=1.0, seed=1)
     rows = []
-    for name in ("default", "seed"):
+    for name in ("default", ORIGINAL):
         maker = CNNBackgroundMaker(network=name)
-        finder = CNNSourceFinder(network=name, background=name)
+        finder = CNNSourceFinder(network=name, background_network=name)
         rows.append((name, median_ms(lambda: maker.run(dataset), args.repeat),
                      median_ms(lambda: finder.run(dataset), args.repeat),
                      batched_maps_per_s("cleaner", name, args.batch, 5),
@@ -78,7 +78,7 @@ def main():
         "",
         "`run` is end to end on a 200 x 200 x 7 counts-only dataset: validation, energy",
         "integration, network, 3D background / local fits, output objects. The default finder's",
-        "`run` includes the background network (for the local fits). The seed finder is the",
+        "`run` includes the background network (for the local fits). The original finder is the",
         "original cleaner + regressor (one candidate, no fit).",
         "",
     ]
