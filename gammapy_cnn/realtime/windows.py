@@ -477,25 +477,16 @@ def _cut_or_default(cut):
     return (DEFAULT_ENERGY_RANGE[0] if cut is None else cut).to("TeV")
 
 
-def find_in_windows(
-    observations,
-    finder,
-    duration=None,
-    step=None,
-    *,
-    stack=False,
-    energy_min=None,
-    energy_max=None,
-    offset_max=2.5 * u.deg,
-    width=5 * u.deg,
-    binsz=NATIVE_BINSZ,
-    warm_up=True,
-    keep_datasets=False,
-):
+def find_in_windows(observations, finder, duration=None, step=None, *, stack=False, **options):
     """Run a source finder on sliding time windows of DL3 runs, window after window.
 
+    ``find_in_windows(observations, finder, duration=None, step=None, *,
+    stack=False, energy_min=None, energy_max=None, offset_max=2.5 deg,
+    width=5 deg, binsz=0.025 deg, warm_up=True, keep_datasets=False)``
+
     The one-call form of `WindowSearch`: ``WindowSearch(finder, duration,
-    step, ...).iter_windows(observations, stack)``.
+    step, **options).iter_windows(observations, stack)``; the keyword
+    arguments ``options`` are those of `WindowSearch`, with its defaults.
 
     Parameters
     ----------
@@ -505,8 +496,9 @@ def find_in_windows(
         The finder, the window length (default: one window per whole run) and
         the offset between window starts (default: half the length); see `WindowSearch`.
     stack : bool, optional
-        Without ``duration``: stack all runs into one dataset (one window),
-        on a map centred on their mean pointing. Default is False.
+        Without ``duration``: search all runs together (one window), as a
+        `~gammapy.datasets.Datasets` of the runs on a map centred on their
+        mean pointing (`WindowSearch.iter_windows`). Default is False.
     energy_min, energy_max, offset_max, width, binsz, warm_up, keep_datasets
         Cuts, map geometry and options of `WindowSearch` (defaults: 0.03-100 TeV,
         2.5 deg, a 5 deg map of 0.025 deg pixels, warm-up on, datasets not kept).
@@ -523,11 +515,7 @@ def find_in_windows(
         run has no safe energy threshold when ``energy_min="safe"``.
     """
     obs_list = _observation_list(observations)
-    search = WindowSearch(
-        finder, duration, step, energy_min=energy_min, energy_max=energy_max,
-        offset_max=offset_max, width=width, binsz=binsz, warm_up=warm_up,
-        keep_datasets=keep_datasets,
-    )
+    search = WindowSearch(finder, duration, step, **options)
     return search.iter_windows(obs_list, stack=stack)
 
 
