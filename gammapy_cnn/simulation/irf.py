@@ -27,10 +27,10 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 from gammapy.irf import (
+    PSF3D,
     Background2D,
     EffectiveAreaTable2D,
     EnergyDispersion2D,
-    PSF3D,
     load_irf_dict_from_file,
 )
 from gammapy.maps import MapAxis

@@ -7,13 +7,14 @@ value (``livetime: 100 s``) or a distribution::
     n_sources: {dist: integer, min: 0, max: 3}
     source_extension: {dist: choice, values: [0 deg, 0.1 deg], weights: [0.8, 0.2]}
 
-Bare numbers are in the parameter's unit (deg, s, Crab). Invalid input raises a ``ValueError`` whose message names the field.
+Bare numbers are in the parameter's unit (deg, s, Crab). Invalid input raises a
+``ValueError`` whose message names the field.
 """
 
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import astropy.units as u
 import numpy as np
@@ -24,7 +25,7 @@ from ..utils import ENERGY_RANGE, NATIVE_BINSZ, NATIVE_ENERGY_NBIN, NATIVE_NPIX,
 
 __all__ = ["DiffuseParameters", "Distribution", "MapParameters", "MORPHOLOGIES", "Scenario", "SourceParameters"]
 
-_Value = Union[float, int, str]
+_Value = float | int | str
 
 _UNITS = {
     "pointing_ra": "deg",
@@ -67,13 +68,13 @@ class Distribution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dist: Literal["fixed", "uniform", "log-uniform", "normal", "integer", "choice"] = "fixed"
-    value: Optional[_Value] = None
-    min: Optional[_Value] = None
-    max: Optional[_Value] = None
-    mean: Optional[_Value] = None
-    sigma: Optional[_Value] = None
-    values: Optional[list[_Value]] = None
-    weights: Optional[list[float]] = None
+    value: _Value | None = None
+    min: _Value | None = None
+    max: _Value | None = None
+    mean: _Value | None = None
+    sigma: _Value | None = None
+    values: list[_Value] | None = None
+    weights: list[float] | None = None
 
     def converted(self, unit, name):
         """Copy with every value as a float in ``unit``, checked for consistency."""
@@ -190,7 +191,7 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    irf: Union[str, list[str]] = ["default-z20", "default-z40", "default-z60"]
+    irf: str | list[str] = ["default-z20", "default-z40", "default-z60"]
     geometry: Geometry = Geometry()
     pointing_ra: Distribution = Distribution(dist="uniform", min=0, max=360)
     pointing_dec: Distribution = Distribution(dist="uniform", min=-60, max=60)
@@ -202,7 +203,7 @@ class Scenario(BaseModel):
     source_extension: Distribution = Distribution(
         dist="choice", values=[0, 0.03, 0.06, 0.1, 0.2], weights=[0.6, 0.1, 0.1, 0.1, 0.1]
     )
-    source_morphology: Optional[dict[str, float]] = None
+    source_morphology: dict[str, float] | None = None
     shell_radius: Distribution = Distribution(dist="uniform", min=0.2, max=1.0)
     shell_width: Distribution = Distribution(dist="uniform", min=0.05, max=0.2)
     min_separation: str = "0.2 deg"
@@ -444,4 +445,4 @@ class MapParameters:
     background_gradient: float
     gradient_angle: float
     sources: list = field(default_factory=list)
-    diffuse: Optional[DiffuseParameters] = None
+    diffuse: DiffuseParameters | None = None
