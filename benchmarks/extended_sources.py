@@ -57,16 +57,16 @@ def outer_radius(morphology, extension, width):
     return {"point": 0.0, "gaussian": 2 * extension, "disk": extension, "shell": extension + width}[morphology]
 
 
-def evaluate(irf, n, seed, network):
+def evaluate(irf, n, seed, background_network, finder_network, shapes=SHAPES, livetimes=LIVETIMES):
     template = SimulationTemplate(irf)
-    maker = CNNBackgroundMaker(network)
-    finder = CNNSourceFinder(network)
+    maker = CNNBackgroundMaker(background_network)
+    finder = CNNSourceFinder(finder_network, background_network=background_network)
     binsz = template.binsz.to_value("deg")
     yy, xx = np.mgrid[: template.npix, : template.npix]
     rng = np.random.default_rng(seed)
     rows = []
-    for livetime in LIVETIMES:
-        for morphology, extension, width in SHAPES:
+    for livetime in livetimes:
+        for morphology, extension, width in shapes:
             size = outer_radius(morphology, extension, width)
             radius = max(size + 0.3, 0.4)
             excess = {"cnn": [], "true": [], "fov": []}
@@ -129,7 +129,7 @@ def evaluate(irf, n, seed, network):
 def markdown(table):
     lines = []
     for irf in dict.fromkeys(table["irf"]):
-        for livetime in LIVETIMES:
+        for livetime in sorted(set(table["livetime"])):
             part = table[(table["irf"] == irf) & (table["livetime"] == livetime)]
             if not len(part):
                 continue
@@ -155,7 +155,9 @@ def main():
                         help="responses (default: default-z20 and, from $GAMMAPY_DATA, prod5 and CTA 1DC)")
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--seed", type=int, default=616161)
-    parser.add_argument("--network", default="default")
+    parser.add_argument("--background-network", default="default")
+    parser.add_argument("--finder-network", default="default")
+    parser.add_argument("--quick", action="store_true", help="1800 s only, Gaussians 0.3 and 0.5 deg, shells")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     irfs = args.irf
@@ -170,12 +172,18 @@ def main():
     start = time.time()
     rows = []
     for irf in irfs:
-        rows += evaluate(irf, args.n, args.seed, args.network)
+        if args.quick:
+            shapes = [s for s in SHAPES if s[0] == "shell" or s[1] in (0.3, 0.5) and s[0] == "gaussian"]
+            rows += evaluate(irf, args.n, args.seed, args.background_network, args.finder_network,
+                             shapes, (1800.0,))
+        else:
+            rows += evaluate(irf, args.n, args.seed, args.background_network, args.finder_network)
     table = Table(rows=rows)
     with atomic_path(args.output.with_suffix(".ecsv")) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
     command = (f"python benchmarks/extended_sources.py --n {args.n} --seed {args.seed} "
-               f"--network {args.network} --output {args.output}")
+               f"--background-network {args.background_network} --finder-network {args.finder_network} "
+               f"--output {args.output}")
     parts = ["# Extended sources: kept excess versus size", "", __doc__.split("\n\n", 2)[2].strip(), "",
              markdown(table),
              f"Command: `{command}` (responses: {', '.join(irf_label(i) for i in irfs)}); machine: "

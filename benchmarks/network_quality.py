@@ -7,7 +7,8 @@ Usage::
 
 Simulates a held-out set (seed disjoint from training) with controlled fluxes
 (0, 0.1, 0.3, 1, 3 Crab) and exposures (10 s, 100 s, 1800 s), one source per
-field or none, and measures for each cleaner network:
+field or none, and measures for each cleaner network (a shipped name or a
+``.keras`` file, e.g. a previous version to compare with):
 
 - total background in the mask / true expectation (median, per flux class);
 - aperture (0.2 deg) excess / true signal - 1 (median, per flux and exposure);
@@ -62,6 +63,16 @@ def held_out_maps(irf, n, seed):
         yield dataset, truth
 
 
+def paired_cleaner(finder):
+    """The cleaner a finder was trained and calibrated with: the original's for the
+    original, ``cleaner_X.keras`` beside a ``finder_X.keras`` file, else the default."""
+    if canonical_name(finder) == ORIGINAL:
+        return finder
+    path = Path(finder)
+    sibling = path.with_name(path.name.replace("finder_", "cleaner_", 1))
+    return str(sibling) if path.suffix == ".keras" and sibling.is_file() else "default"
+
+
 def signed_cash(n_on, mu_bkg):
     """Cash significance of n_on over a known background (gammapy's sqrt_ts is signed)."""
     return CashCountsStatistic(n_on=n_on, mu_bkg=np.maximum(mu_bkg, 1e-9)).sqrt_ts
@@ -113,7 +124,7 @@ def evaluate(irf, n, seed, cleaners, finders):
             results["cleaner"][name] = dict(entry, run_ms_p50=float(1e3 * np.median(times)))
     for name in finders:
         original = canonical_name(name) == ORIGINAL
-        finder = CNNSourceFinder(network=name, background_network=name if original else "default")
+        finder = CNNSourceFinder(network=name, background_network=paired_cleaner(name))
         finder.run(maps[0][0])
         errors, found, false, times = {}, {}, [], []
         for dataset, truth in maps:

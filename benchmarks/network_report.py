@@ -42,7 +42,7 @@ def section(result):
         simple = " | ".join(f"{fmt(smean.get(t), 2)} / {fmt(sstd.get(t), 2)}" for t in ("10", "100", "1800"))
         run = f"{m['run_ms_p50']:.1f}" if "run_ms_p50" in m else "-"
         lines.append(
-            f"| {canonical_name(name)} | {fmt(r.get('0.0'))} | {fmt(r.get('0.3'))} | {fmt(r.get('1.0'))} | "
+            f"| {label(name)} | {fmt(r.get('0.0'))} | {fmt(r.get('0.3'))} | {fmt(r.get('1.0'))} | "
             f"{fmt(e.get('1.0|100'))} | {fmt(e.get('0.3|1800'))} | {simple} | "
             f"{fmt(mean.get('100'), 2)} / {fmt(std.get('100'), 2)} | "
             f"{fmt(mean.get('1800'), 2)} / {fmt(std.get('1800'), 2)} | {run} |")
@@ -54,7 +54,7 @@ def section(result):
     for name, m in result["finder"].items():
         c68, comp = m["containment_68_deg"], m["completeness"]
         lines.append(
-            f"| {canonical_name(name)} | {fmt(c68.get('1.0|100'))} | {fmt(c68.get('0.3|100'))} | "
+            f"| {label(name)} | {fmt(c68.get('1.0|100'))} | {fmt(c68.get('0.3|100'))} | "
             f"{fmt(c68.get('1.0|10'))} | "
             f"{fmt(comp.get('0.1|100'), 2)} | {fmt(comp.get('0.3|100'), 2)} | {fmt(comp.get('0.1|1800'), 2)} | "
             f"{m['false_per_field']:.3f} | {m['run_ms_p50']:.1f} |")
@@ -85,6 +85,12 @@ def main():
         lines += section(json.loads(path.read_text()))
     write_text_atomic(args.output, "\n".join(lines))
     print("\n".join(lines))
+
+
+def label(name):
+    """A shipped network's name, or ``finder_default (previous)`` for a file in ``previous/``."""
+    path = Path(name)
+    return f"{path.stem} ({path.parent.name})" if path.suffix == ".keras" else canonical_name(name)
 
 
 if __name__ == "__main__":

@@ -51,13 +51,14 @@ DEFAULT_THRESHOLD = 0.5  # used only by networks without a calibration in their 
 #: King width of a point source in energy-integrated counts of the training IRFs
 #: (CTAO-North-like, index 2-3), for networks whose card does not measure it.
 DEFAULT_PSF_SIGMA = 0.06 * u.deg
-#: The third detection rule, for joint runs over several datasets: a local fit
-#: with at least this sqrt(TS) keeps a candidate whatever its score. Not
-#: calibrated like the threshold and the rescue rule (no held-out stacks yet):
-#: chosen above the rescue rule's 5, for a 5 x 5 deg map searched at two scales.
-JOINT_SIGNIFICANCE = 6.0
-#: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the stacked significance maps.
-JOINT_SMOOTHING_PIXELS = (4.0, 12.0)
+#: The third detection rule (`CNNSourceFinder.significance_rule`): a peak of the
+#: significance of the counts over the CNN background whose local fit reaches this
+#: sqrt(TS) is kept whatever its score. Chosen above the rescue rule's 5 for a
+#: 5 x 5 deg map searched at two scales; its false rate is measured by
+#: `~gammapy_cnn.training.calibrate_finder` and stored in the card.
+SIGNIFICANCE_RULE = 6.0
+#: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the significance maps it searches.
+SIGNIFICANCE_SMOOTHING_PIXELS = (4.0, 12.0)
 
 _UNSET = object()  # default of a deprecated parameter: tells "not given" from None
 
@@ -83,9 +84,11 @@ def _per_energy(data, dataset, grid):
     return np.array([grid.to_native(image) for image in data], dtype=np.float32)
 
 
-def _joint_peaks(peaks, counts, background, mask):
-    """Candidates of a joint run: the runs' heatmap peaks (the best within `MERGE_RADIUS`
-    of each other), then the stacked significance's peaks no network peak explains (score 0)."""
+def _with_significance_peaks(peaks, counts, background, mask, significance=SIGNIFICANCE_RULE):
+    """Candidates to refine: the heatmap peaks (x, y, score; the best within `MERGE_RADIUS`
+    of each other), then the peaks of the significance of ``counts`` over ``background``
+    (at `SIGNIFICANCE_SMOOTHING_PIXELS`, above ``significance``; None: none) that no
+    heatmap peak explains, with score 0."""
     binsz = NATIVE_BINSZ.to_value("deg")
     merge = MERGE_RADIUS.to_value("deg") / binsz
     kept = []
@@ -93,13 +96,13 @@ def _joint_peaks(peaks, counts, background, mask):
         if all(np.hypot(x - k[0], y - k[1]) > merge for k in kept):
             kept.append((x, y, score))
     near = FIT_RADIUS.to_value("deg") / binsz
-    for sigma in JOINT_SMOOTHING_PIXELS:
+    for sigma in SIGNIFICANCE_SMOOTHING_PIXELS if significance is not None else ():
         area = 4 * np.pi * sigma**2  # a Gaussian kernel of peak 1 holds this many pixels
         n = gaussian_filter(counts * mask, sigma) * area
         b = np.maximum(gaussian_filter(background * mask, sigma) * area, 1e-9)
-        significance = np.sign(n - b) * np.sqrt(2 * np.maximum(n * np.log(np.maximum(n, 1e-9) / b) - (n - b), 0))
-        found = (significance == maximum_filter(significance, size=int(2 * sigma + 1)))
-        found &= (significance >= JOINT_SIGNIFICANCE) & mask
+        significance_map = np.sign(n - b) * np.sqrt(2 * np.maximum(n * np.log(np.maximum(n, 1e-9) / b) - (n - b), 0))
+        found = significance_map == maximum_filter(significance_map, size=int(2 * sigma + 1))
+        found &= (significance_map >= significance) & mask
         for y, x in zip(*np.nonzero(found)):
             if all(np.hypot(x - k[0], y - k[1]) > near for k in kept):
                 kept.append((float(x), float(y), 0.0))
@@ -170,6 +173,9 @@ class CNNSourceFinder(Estimator):
     rescue : bool
         Also keep peaks below the threshold whose local fit is significant
         (`rescue_rule`, from the card; networks without it have none). Default True.
+    significance_search : bool
+        Also keep peaks of the significance over the CNN background whose
+        local fit reaches `SIGNIFICANCE_RULE` (`significance_rule`). Default True.
     psf_sigma : `~astropy.coordinates.Angle`, optional
         Width of the King profile (gamma 3; 68% radius = 2.15 sigma) of a point
         source in the energy-integrated counts: the reference of ``extension``
@@ -191,7 +197,8 @@ class CNNSourceFinder(Estimator):
     tag = "CNNSourceFinder"
 
     def __init__(self, network="default", threshold=None, background_network="default", refine=True,
-                 max_candidates=50, pos_err_scale=None, rescue=True, psf_sigma=None, background=_UNSET):
+                 max_candidates=50, pos_err_scale=None, rescue=True, significance_search=True, psf_sigma=None,
+                 background=_UNSET):
         if background is not _UNSET:
             if background_network != "default":
                 raise TypeError("give background_network only (background is its deprecated name)")
@@ -211,6 +218,7 @@ class CNNSourceFinder(Estimator):
             raise ValueError(f"pos_err_scale must be positive, got {pos_err_scale}")
         self._pos_err_scale = pos_err_scale
         self.rescue = bool(rescue)
+        self.significance_search = bool(significance_search)
         self.psf_sigma = None if psf_sigma is None else Angle(to_quantity(psf_sigma, "deg", "psf_sigma",
                                                                           positive=True))
         self._lock = threading.Lock()
@@ -265,6 +273,18 @@ class CNNSourceFinder(Estimator):
         return dict(score=float(cal["rescue_score"]), significance=float(cal["rescue_significance"]))
 
     @property
+    def significance_rule(self):
+        """The third detection rule's sqrt(TS) (`SIGNIFICANCE_RULE`), or None when off.
+
+        Peaks of the significance of the counts over the CNN background, at
+        0.1 and 0.3 deg, are refined like heatmap peaks and kept when their
+        local fit reaches it, whatever their score (0 when no heatmap peak is
+        near): the network's heatmap is weak on sources larger than ~0.5 deg,
+        and on sources only a stack of runs shows. Needs the refinement.
+        """
+        return SIGNIFICANCE_RULE if (self.significance_search and self.refine) else None
+
+    @property
     def pos_err_scale(self):
         """Factor from the fit's Fisher error to the reported ``pos_err`` (calibrated in the card)."""
         if self._pos_err_scale is not None:
@@ -298,9 +318,10 @@ class CNNSourceFinder(Estimator):
         network can still be found in the stack, by the third rule below.
 
         Rules that keep a candidate: score >= ``threshold``; the rescue rule
-        (`rescue_rule`); and, in joint runs only, a local fit with sqrt(TS) >=
-        `JOINT_SIGNIFICANCE` (such candidates have score 0 when no run's
-        network saw them, and a NaN ``false_alarm_rate``).
+        (`rescue_rule`); and the significance rule (`significance_rule`): a
+        peak of the significance over the CNN background whose local fit
+        reaches sqrt(TS) >= `SIGNIFICANCE_RULE` (score 0 when no heatmap
+        peak is near, and then a NaN ``false_alarm_rate``).
 
         Parameters
         ----------
@@ -367,10 +388,11 @@ class CNNSourceFinder(Estimator):
             peaks += self._run_peaks(network, dataset, image)
         if not cube.any():
             return self._table([], geom, NativeGrid(geom))
-        xs, ys, scores = _joint_peaks(peaks, cube.sum(axis=0), background_cube.sum(axis=0), mask)
+        xs, ys, scores = _with_significance_peaks(peaks, cube.sum(axis=0), background_cube.sum(axis=0), mask,
+                                                  self.significance_rule)
         rows = self._refined(xs, ys, scores, cube, background_cube, mask,
                              self._psf_sigma_pixels(datasets[0], cube), self.rescue_rule,
-                             min_significance=JOINT_SIGNIFICANCE) if self.refine else []
+                             min_significance=self.significance_rule) if self.refine else []
         table = self._table(rows, geom, NativeGrid(geom))
         table.meta["n_runs"] = len(datasets)
         if geom.to_image() != datasets[0].counts.geom.to_image():
@@ -407,14 +429,21 @@ class CNNSourceFinder(Estimator):
 
     def _candidates(self, network, counts, mask, maker, dataset, grid):
         xs, ys, scores = self._heatmap_peaks(network, counts, mask)
-        if not (self.refine and len(xs)):
+        rule = self.significance_rule
+        if not self.refine or (rule is None and not len(xs)):
             rows = [dict(x=x, y=y, score=score) for x, y, score in zip(xs, ys, scores)]
             return self._accepted(rows, counts.shape, self.rescue_rule)
+        if maker is not None:
+            background = maker.estimate_background(counts[None], mask[None])[0]
+        else:
+            background = _per_energy(dataset.npred_background().data, dataset, grid).sum(axis=0)
+        xs, ys, scores = _with_significance_peaks(list(zip(xs, ys, scores)), counts, background, mask, rule)
+        if not len(xs):
+            return []
         # per-energy cubes only now: most real-time fields have no candidate,
         # and a large map's cube costs memory
         cube = _per_energy(dataset.counts.data, dataset, grid)
         if maker is not None:
-            background = maker.estimate_background(counts[None], mask[None])[0]
             radius = FIT_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
             # the spectrum as CNNBackgroundMaker.run makes it, the candidates' discs left out too
             background_cube = split_in_energy(background, cube, counts, mask,
@@ -422,7 +451,7 @@ class CNNSourceFinder(Estimator):
         else:
             background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
         return self._refined(xs, ys, scores, cube, background_cube, mask,
-                             self._psf_sigma_pixels(dataset, cube), self.rescue_rule)
+                             self._psf_sigma_pixels(dataset, cube), self.rescue_rule, min_significance=rule)
 
     def _heatmap_peaks(self, network, counts, mask):
         """Heatmap peaks above the lowest score that can be kept: x, y (native pixels), score."""
@@ -477,8 +506,7 @@ class CNNSourceFinder(Estimator):
         Each peak gets the point-source fit (position, counts, TS) and the
         extension fit (`~gammapy_cnn.profiles.fit_extension`); an extended one
         (``ts_ext >= EXTENDED_TS``) takes the extension fit's centroid, counts
-        and TS. ``min_significance``: a third rule, for joint runs (a peak of
-        the stacked significance with no network support).
+        and TS. ``min_significance``: the significance rule's sqrt(TS), or None.
         """
         binsz = NATIVE_BINSZ.to_value("deg")
         radius = FIT_RADIUS.to_value("deg") / binsz
@@ -511,8 +539,8 @@ class CNNSourceFinder(Estimator):
         for row in sorted(rows, key=lambda r: r["score"], reverse=True):
             significance = row.get("significance", np.nan)
             rescued = rescue is not None and row["score"] >= rescue["score"] and significance >= rescue["significance"]
-            joint = min_significance is not None and significance >= min_significance
-            if row["score"] < self.threshold and not (rescued or joint):
+            significant = min_significance is not None and significance >= min_significance
+            if row["score"] < self.threshold and not (rescued or significant):
                 continue
             # At most the centre of a border pixel: the table's positions (x, y and sky
             # coordinates, after resampling) always lie inside the input map.

@@ -85,13 +85,7 @@ def fit_source(counts, background, x0, y0, radius, min_ts=0.0):
     counts, background = np.asarray(counts), np.asarray(background)
     if counts.ndim == 2:
         counts, background = counts[None], background[None]
-    ny, nx = counts.shape[-2:]
-    r = int(np.ceil(radius))
-    ix, iy = int(np.rint(x0)), int(np.rint(y0))
-    ys = slice(max(iy - r, 0), min(iy + r + 1, ny))
-    xs = slice(max(ix - r, 0), min(ix + r + 1, nx))
-    yy, xx = np.mgrid[ys, xs]
-    xx, yy = xx.ravel().astype(float), yy.ravel().astype(float)
+    ys, xs, xx, yy = _cutout(counts, x0, y0, radius)
     c = counts[:, ys, xs].reshape(len(counts), -1).astype(float)
     b = np.maximum(background[:, ys, xs].reshape(len(counts), -1).astype(float), 1e-6 / len(counts))
 

@@ -74,7 +74,7 @@ def as_dataset_list(datasets):
 
 def meta_pointings(dataset):
     """ICRS pointings recorded in ``meta_table`` (one per stacked run), or None."""
-    table = dataset.meta_table
+    table = getattr(dataset, "meta_table", None)  # None too for a non-dataset: its type is checked later
     if table is None or "RA_PNT" not in table.colnames or "DEC_PNT" not in table.colnames:
         return None
     ra = np.ravel(np.asarray(table["RA_PNT"], dtype=float))

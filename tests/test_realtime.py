@@ -17,6 +17,7 @@ from astropy.table import Table
 from astropy.time import Time
 from click.testing import CliRunner
 from gammapy.data import GTI, EventList, FixedPointingInfo, Observation
+from gammapy.datasets import Datasets
 from gammapy.utils.time import time_ref_to_dict
 
 from gammapy_cnn import CNNSourceFinder
@@ -66,6 +67,8 @@ def brightest_pixel_finder(min_counts=20):
     """A plain finder for exact checks: the brightest 0.1 deg cell, if it holds enough counts."""
 
     def finder(dataset):
+        if isinstance(dataset, Datasets):  # a stack: one dataset per run
+            dataset = stacked_image_dataset(dataset)
         counts, mask = counts_image(dataset)
         ny, nx = counts.shape
         cells = (counts * mask)[: ny // 4 * 4, : nx // 4 * 4].reshape(ny // 4, 4, nx // 4, 4).sum((1, 3))

@@ -15,7 +15,7 @@ import time
 import astropy.units as u
 import numpy as np
 from astropy.table import Table
-from gammapy.datasets import MapDataset, MapDatasetOnOff
+from gammapy.datasets import Datasets, MapDataset, MapDatasetOnOff
 from gammapy.estimators import ExcessMapEstimator
 from gammapy.makers import FoVBackgroundMaker, RingBackgroundMaker
 from gammapy.maps import Map
@@ -23,6 +23,7 @@ from gammapy.stats import CashCountsStatistic, WStatCountsStatistic
 from regions import CircleSkyRegion
 
 from ..makers import CNNBackgroundMaker
+from ..runs import as_dataset_list
 from ..utils import to_quantity
 from .maps import (
     _background_cube,
@@ -121,8 +122,11 @@ class BackgroundComparison:
 
         Parameters
         ----------
-        dataset : `~gammapy.datasets.MapDataset`
-            Counts and, for ``fov_background`` and ``ring``, a background template.
+        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
+            Counts and, for ``fov_background`` and ``ring``, a background
+            template. `Datasets` (one per run, on one geometry) are compared
+            on their stack; the CNN estimates each run on its own
+            (`CNNBackgroundMaker.run` on `Datasets`) and sums them.
 
         Returns
         -------
@@ -132,8 +136,7 @@ class BackgroundComparison:
         times : dict
             Method -> wall-clock seconds of the estimate.
         """
-        if not isinstance(dataset, MapDataset) or isinstance(dataset, MapDatasetOnOff):
-            raise ValueError("BackgroundComparison needs a MapDataset (counts and a template)")
+        runs, dataset = _runs_and_stack(dataset)
         needs_template = {"fov_background", "ring"} & set(self.methods)
         if needs_template and (dataset.background is None or not np.any(dataset.background.data)):
             raise ValueError(
@@ -149,7 +152,9 @@ class BackgroundComparison:
         for method in self.methods:
             start = time.perf_counter()
             if method == "cnn":
-                result = CNNBackgroundMaker(self.network).run(dataset)
+                result = CNNBackgroundMaker(self.network).run(runs if runs is not None else dataset)
+                if runs is not None:
+                    result = result.stack_reduce(name=dataset.name)
                 background = energy_integrated_image(result.npred_background(), mask_safe)
                 out[method] = MapDataset(counts=counts, background=background, mask_safe=safe,
                                          name=method)
@@ -172,7 +177,8 @@ class BackgroundComparison:
 
         Parameters
         ----------
-        dataset : `~gammapy.datasets.MapDataset`
+        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
+            As in `estimates`.
         true_background : `~numpy.ndarray` or `~gammapy.maps.Map`, optional
             True expected background counts (cube or image), for simulations.
 
@@ -189,6 +195,7 @@ class BackgroundComparison:
             deviation from the truth in 0.25 deg blocks).
         """
         estimates, times = self.estimates(dataset)
+        dataset = _runs_and_stack(dataset)[1]
         exclusion = self._exclusion(dataset.counts.geom).data
         truth = None
         if true_background is not None:
@@ -233,6 +240,17 @@ class BackgroundComparison:
         table = table[columns]
         table["time"].unit = "s"
         return table
+
+
+def _runs_and_stack(dataset):
+    """(runs or None, the dataset to compare on) of a MapDataset or per-run Datasets."""
+    runs = None
+    if isinstance(dataset, Datasets):
+        runs = Datasets(as_dataset_list(dataset))
+        dataset = runs.stack_reduce(name="stacked") if len(runs) > 1 else runs[0]
+    if not isinstance(dataset, MapDataset) or isinstance(dataset, MapDatasetOnOff):
+        raise ValueError("BackgroundComparison needs a MapDataset (counts and a template)")
+    return runs, dataset
 
 
 def _block_rms(background, truth, valid, geom, block=0.25 * u.deg):

@@ -109,7 +109,8 @@ class WindowResult:
     obs_ids : list of int
         Observations in the window.
     dataset : `~gammapy.datasets.MapDataset` or None
-        The counts-only dataset, kept only when asked (``keep_datasets``).
+        The counts-only dataset, kept only when asked (``keep_datasets``);
+        for a stack of runs, their stacked counts image.
     """
 
     obs_id: int

@@ -216,8 +216,10 @@ class WindowSearch:
     Parameters
     ----------
     finder : `~gammapy_cnn.CNNSourceFinder` or callable
-        Takes a counts-only `~gammapy.datasets.MapDataset` and returns a
-        candidates table with the columns of `gammapy_cnn.finders.COLUMNS`.
+        Takes a counts-only `~gammapy.datasets.MapDataset` (a run or a
+        window) or, for a stack, `~gammapy.datasets.Datasets` with one such
+        dataset per run on the stack's map, and returns a candidates table
+        with the columns of `gammapy_cnn.finders.COLUMNS`.
     duration : `~astropy.units.Quantity`, optional
         Window length (time), needed by `windows`. Default: whole runs only.
     step : `~astropy.units.Quantity`, optional
@@ -436,7 +438,9 @@ class WindowSearch:
             n_events=int(np.sum(np.asarray(meta["N_EVENTS"], dtype=int))),
             energy_min=_cut_or_default(lo_cut), candidates=table, time_bin=time_bin,
             time_find=time_find, obs_ids=[int(o.obs_id) for o, _ in items],
-            dataset=dataset if self.keep_datasets else None,
+            dataset=(None if not self.keep_datasets else
+                     stacked_image_dataset(dataset, name="stacked") if isinstance(dataset, Datasets)
+                     else dataset),
         )
 
     def _windows_of_run(self, obs, cut):
