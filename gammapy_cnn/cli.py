@@ -26,7 +26,7 @@ def cli(log_level):
 @click.option("--output", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the file.")
 @click.option("--scenario", default="default", show_default=True,
-              help="Shipped preset (default, original, benchmark, test) or a YAML file.")
+              help="Shipped preset (default, calibration, original, benchmark, test) or a YAML file.")
 @click.option("--irf", multiple=True,
               help="IRF name or GADF file; repeat for several. Overrides the scenario's.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Worker processes.")
