@@ -29,6 +29,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from gammapy.maps import MapAxis
 
 from gammapy_cnn import CNNSourceFinder
 from gammapy_cnn.benchmark import (
@@ -40,7 +41,7 @@ from gammapy_cnn.benchmark import (
     simulate_benchmark_map,
 )
 from gammapy_cnn.simulation import Scenario, SimulationTemplate
-from gammapy_cnn.utils import cpu_model, write_text_atomic
+from gammapy_cnn.utils import ENERGY_RANGE, NATIVE_ENERGY_NBIN, cpu_model, write_text_atomic
 
 FLUXES = (0.3, 1.0)
 
@@ -72,8 +73,15 @@ def bootstrap_ratio(a, b, rng, n=1000):
     return [float(np.percentile(ratios, 16)), float(np.percentile(ratios, 84))]
 
 
-def evaluate(irf, n, seed):
-    template = SimulationTemplate(irf)
+def evaluate(irf, n, seed, energy_nbin=None, energy_max=None):
+    """Errors of the finders and of the fit; ``energy_nbin`` reconstructed-energy bins
+    from 0.03 TeV to ``energy_max`` (TeV) instead of the native 7 up to 100 TeV: the
+    fit uses the spectral information the bins keep, the finders sum them."""
+    energy_axis = None
+    if energy_nbin is not None or energy_max is not None:
+        energy_axis = MapAxis.from_energy_bounds(ENERGY_RANGE[0], (energy_max or ENERGY_RANGE[1].to_value("TeV"))
+                                                 * u.TeV, nbin=energy_nbin or NATIVE_ENERGY_NBIN, name="energy")
+    template = SimulationTemplate(irf, energy_axis=energy_axis)
     reference = template.reference_dataset(REFERENCE_POINTING, 1 * u.s)
     binsz = template.binsz.to_value("deg")
     match = MATCH_RADIUS.to_value("deg") / binsz
@@ -121,7 +129,9 @@ def evaluate(irf, n, seed):
                                               interval_68=bootstrap_ratio(cnn, ref, rng))
         entry["pos_err_68_coverage"] = float(np.mean(covered)) if covered else float("nan")
         results[str(flux)] = entry
-    return dict(irf=str(irf), n_maps_per_flux=n, seed=seed, livetime_s=100, fluxes=results)
+    edges = template.energy_axis.edges.to_value("TeV")
+    return dict(irf=str(irf), n_maps_per_flux=n, seed=seed, livetime_s=100, fluxes=results,
+                energy_bins=dict(n=len(edges) - 1, min_tev=float(edges[0]), max_tev=float(edges[-1])))
 
 
 HEADER = """# Localisation beside a 3D likelihood fit
@@ -139,7 +149,9 @@ within their `pos_err_68` (target 0.68). Written by `benchmarks/localisation.py`
 
 
 def markdown(result):
-    lines = [f"## IRF `{Path(result['irf']).name}` ({result['n_maps_per_flux']} maps per flux, "
+    bins = result.get("energy_bins", dict(n=NATIVE_ENERGY_NBIN, min_tev=0.03, max_tev=100.0))
+    lines = [f"## IRF `{Path(result['irf']).name}`, {bins['n']} energy bins "
+             f"({bins['min_tev']:g}-{bins['max_tev']:g} TeV; {result['n_maps_per_flux']} maps per flux, "
              f"100 s, seed {result['seed']})", "",
              "| flux [Crab] | r68 CNN default [deg] | r68 3D fit [deg] | CNN / fit (68% interval) "
              "| r68 CNN seed [deg] | CNN / seed | found CNN / fit / seed | pos_err_68 coverage "
@@ -173,12 +185,16 @@ def main():
     parser.add_argument("--seed", type=int, default=777000)
     parser.add_argument("--output", type=Path, required=True,
                         help="JSON file localisation_NAME.json; localisation.md is rebuilt beside it")
+    parser.add_argument("--energy-nbin", type=int, help="reconstructed-energy bins (default: the native 7)")
+    parser.add_argument("--energy-max", type=float, help="upper energy edge in TeV (default 100)")
     parser.add_argument("--report", action="store_true", help="only rebuild localisation.md")
     args = parser.parse_args()
     if not args.report:
-        result = evaluate(args.irf, args.n, args.seed)
+        result = evaluate(args.irf, args.n, args.seed, args.energy_nbin, args.energy_max)
+        binning = "".join(f" --energy-{k} {v:g}" for k, v in (("nbin", args.energy_nbin), ("max", args.energy_max))
+                          if v is not None)
         result["command"] = (f"python benchmarks/localisation.py --irf {args.irf} --n {args.n} "
-                             f"--seed {args.seed} --output {args.output}")
+                             f"--seed {args.seed}{binning} --output {args.output}")
         result["machine"] = cpu_model()
         write_text_atomic(args.output, json.dumps(result, indent=1))
     print(write_report(args.output.parent))

@@ -244,6 +244,7 @@ def fit_position(reference, x, y, other_sources=(), cutout=FIT_CUTOUT):
     """
     from gammapy.maps import Map
     from gammapy.modeling import Fit
+    from regions import CircleSkyRegion
 
     from ..analysis.fitting import fit_point_sources, point_source_models
 
@@ -254,11 +255,8 @@ def fit_position(reference, x, y, other_sources=(), cutout=FIT_CUTOUT):
     if other_sources:
         coords = SkyCoord.from_pixel(np.array([s["x"] for s in other_sources]),
                                      np.array([s["y"] for s in other_sources]), image.wcs, origin=0)
-        fit_mask = np.ones(geom.data_shape, bool)
-        separation = geom.to_image().get_coord().skycoord
-        for c in coords:
-            fit_mask &= (separation.separation(c) > EXCLUSION_RADIUS)[None]
-        data.mask_fit = Map.from_geom(geom, data=fit_mask)
+        excluded = geom.to_image().region_mask([CircleSkyRegion(c, EXCLUSION_RADIUS) for c in coords]).data
+        data.mask_fit = Map.from_geom(geom, data=np.broadcast_to(~excluded, geom.data_shape))
     # the position may move within the match radius (0.3 deg) of the seed
     models = point_source_models(seed, names=["candidate"], position_range=0.3 * u.deg)
     data, result = fit_point_sources(data, models, fit=Fit(optimize_opts={"print_level": 0}),
