@@ -51,11 +51,14 @@ DEFAULT_THRESHOLD = 0.5  # used only by networks without a calibration in their 
 #: King width of a point source in energy-integrated counts of the training IRFs
 #: (CTAO-North-like, index 2-3), for networks whose card does not measure it.
 DEFAULT_PSF_SIGMA = 0.06 * u.deg
-#: The third detection rule (`CNNSourceFinder.significance_rule`): a peak of the
-#: significance of the counts over the CNN background whose local fit reaches this
-#: sqrt(TS) is kept whatever its score. Chosen above the rescue rule's 5 for a
-#: 5 x 5 deg map searched at two scales; its false rate is measured by
-#: `~gammapy_cnn.training.calibrate_finder` and stored in the card.
+#: The third detection rule, for joint runs over several datasets
+#: (`CNNSourceFinder.significance_rule`): a peak of the stacked significance of the
+#: counts over the CNN background whose local fit reaches this sqrt(TS) is kept
+#: whatever its score. Chosen above the rescue rule's 5 for a 5 x 5 deg map searched
+#: at two scales; not calibrated like the threshold and the rescue rule (no
+#: held-out stacks yet). Single maps do without it: there it added 0.10 false
+#: candidates per field on the calibration set (peaks in the PSF halo of bright
+#: sources) for 9 true ones in 600 fields, which the heatmap mostly finds anyway.
 SIGNIFICANCE_RULE = 6.0
 #: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the significance maps it searches.
 SIGNIFICANCE_SMOOTHING_PIXELS = (4.0, 12.0)
@@ -174,8 +177,9 @@ class CNNSourceFinder(Estimator):
         Also keep peaks below the threshold whose local fit is significant
         (`rescue_rule`, from the card; networks without it have none). Default True.
     significance_search : bool
-        Also keep peaks of the significance over the CNN background whose
-        local fit reaches `SIGNIFICANCE_RULE` (`significance_rule`). Default True.
+        In joint runs over several datasets, also keep peaks of the stacked
+        significance over the CNN background whose local fit reaches
+        `SIGNIFICANCE_RULE` (`significance_rule`). Default True.
     psf_sigma : `~astropy.coordinates.Angle`, optional
         Width of the King profile (gamma 3; 68% radius = 2.15 sigma) of a point
         source in the energy-integrated counts: the reference of ``extension``
@@ -274,13 +278,13 @@ class CNNSourceFinder(Estimator):
 
     @property
     def significance_rule(self):
-        """The third detection rule's sqrt(TS) (`SIGNIFICANCE_RULE`), or None when off.
+        """The joint runs' third detection rule: its sqrt(TS) (`SIGNIFICANCE_RULE`), or None when off.
 
-        Peaks of the significance of the counts over the CNN background, at
-        0.1 and 0.3 deg, are refined like heatmap peaks and kept when their
-        local fit reaches it, whatever their score (0 when no heatmap peak is
-        near): the network's heatmap is weak on sources larger than ~0.5 deg,
-        and on sources only a stack of runs shows. Needs the refinement.
+        Peaks of the stacked significance of the counts over the CNN
+        background, at 0.1 and 0.3 deg, are refined like heatmap peaks and
+        kept when their local fit reaches it, whatever their score (0 when no
+        run's heatmap peak is near): sources only the stack shows, and large
+        ones the heatmap sees weakly. Needs the refinement.
         """
         return SIGNIFICANCE_RULE if (self.significance_search and self.refine) else None
 
@@ -318,10 +322,10 @@ class CNNSourceFinder(Estimator):
         network can still be found in the stack, by the third rule below.
 
         Rules that keep a candidate: score >= ``threshold``; the rescue rule
-        (`rescue_rule`); and the significance rule (`significance_rule`): a
-        peak of the significance over the CNN background whose local fit
-        reaches sqrt(TS) >= `SIGNIFICANCE_RULE` (score 0 when no heatmap
-        peak is near, and then a NaN ``false_alarm_rate``).
+        (`rescue_rule`); and, in joint runs only, the significance rule
+        (`significance_rule`): a peak of the stacked significance whose local
+        fit reaches sqrt(TS) >= `SIGNIFICANCE_RULE` (score 0 when no run's
+        heatmap peak is near, and then a NaN ``false_alarm_rate``).
 
         Parameters
         ----------
@@ -429,21 +433,14 @@ class CNNSourceFinder(Estimator):
 
     def _candidates(self, network, counts, mask, maker, dataset, grid):
         xs, ys, scores = self._heatmap_peaks(network, counts, mask)
-        rule = self.significance_rule
-        if not self.refine or (rule is None and not len(xs)):
+        if not (self.refine and len(xs)):
             rows = [dict(x=x, y=y, score=score) for x, y, score in zip(xs, ys, scores)]
             return self._accepted(rows, counts.shape, self.rescue_rule)
-        if maker is not None:
-            background = maker.estimate_background(counts[None], mask[None])[0]
-        else:
-            background = _per_energy(dataset.npred_background().data, dataset, grid).sum(axis=0)
-        xs, ys, scores = _with_significance_peaks(list(zip(xs, ys, scores)), counts, background, mask, rule)
-        if not len(xs):
-            return []
         # per-energy cubes only now: most real-time fields have no candidate,
         # and a large map's cube costs memory
         cube = _per_energy(dataset.counts.data, dataset, grid)
         if maker is not None:
+            background = maker.estimate_background(counts[None], mask[None])[0]
             radius = FIT_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
             # the spectrum as CNNBackgroundMaker.run makes it, the candidates' discs left out too
             background_cube = split_in_energy(background, cube, counts, mask,
@@ -451,7 +448,7 @@ class CNNSourceFinder(Estimator):
         else:
             background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
         return self._refined(xs, ys, scores, cube, background_cube, mask,
-                             self._psf_sigma_pixels(dataset, cube), self.rescue_rule, min_significance=rule)
+                             self._psf_sigma_pixels(dataset, cube), self.rescue_rule)
 
     def _heatmap_peaks(self, network, counts, mask):
         """Heatmap peaks above the lowest score that can be kept: x, y (native pixels), score."""
@@ -506,7 +503,7 @@ class CNNSourceFinder(Estimator):
         Each peak gets the point-source fit (position, counts, TS) and the
         extension fit (`~gammapy_cnn.profiles.fit_extension`); an extended one
         (``ts_ext >= EXTENDED_TS``) takes the extension fit's centroid, counts
-        and TS. ``min_significance``: the significance rule's sqrt(TS), or None.
+        and TS. ``min_significance``: the significance rule's sqrt(TS) (joint runs), or None.
         """
         binsz = NATIVE_BINSZ.to_value("deg")
         radius = FIT_RADIUS.to_value("deg") / binsz

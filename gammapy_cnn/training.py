@@ -552,10 +552,6 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     and ``psf_sigma_deg``, the width of a point source (`point_source_width`),
     the reference of the finder's ``extension`` and ``ts_ext``.
 
-    It also measures the third rule (`CNNSourceFinder.significance_rule`): false
-    and true candidates kept only because their local fit reaches
-    `~gammapy_cnn.finders.SIGNIFICANCE_RULE` (``significance_rule_false_per_field``).
-
     It also measures the second detection rule (`CNNSourceFinder.rescue_rule`):
     peaks with a score between ``rescue_score`` and the threshold whose local
     fit gives sqrt(TS) >= ``rescue_significance``. The card records the rule
@@ -571,7 +567,7 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     from gammapy.maps import Map, MapAxis, WcsGeom
     from tqdm.auto import tqdm
 
-    from .finders import SIGNIFICANCE_RULE, CNNSourceFinder
+    from .finders import CNNSourceFinder
 
     reader = SimulationReader(data)
     n = len(reader) if max_maps is None else min(len(reader), max_maps)
@@ -632,17 +628,6 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
             rescue_false_per_field=float(in_rescue_zone(false_scores, false_significance).sum() / n),
             n_true_candidates_rescued=int(in_rescue_zone(true_scores, true_significance).sum()),
         )
-
-    def by_significance_rule_only(scores, significance):
-        scores, significance = np.asarray(scores), np.asarray(significance)
-        rescued = in_rescue_zone(scores, significance) if rescue_significance is not None else False
-        return (scores < threshold) & ~rescued & (significance >= SIGNIFICANCE_RULE)
-
-    calibration.update(
-        significance_rule=SIGNIFICANCE_RULE,
-        significance_rule_false_per_field=float(by_significance_rule_only(false_scores, false_significance).sum() / n),
-        n_true_candidates_by_significance_rule=int(by_significance_rule_only(true_scores, true_significance).sum()),
-    )
     path = finder.network.path
     card = dict(finder.network.card, calibration=calibration)
     write_card(path, card)

@@ -11,6 +11,7 @@ from gammapy.modeling.models import GaussianSpatialModel, PointSpatialModel
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.candidates import CandidateCatalog
+from gammapy_cnn.finders import SIGNIFICANCE_RULE
 from gammapy_cnn.makers import WobbleStackWarning
 from gammapy_cnn.profiles import fit_extension, fit_source
 from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
@@ -166,3 +167,19 @@ def test_joint_finder_takes_runs_in_other_frames(template):
     separation = SkyCoord(table["RA"], table["DEC"], unit="deg").separation(TARGET).deg
     assert len(table) and separation.min() < 0.05
     assert "joint_geom" in table.meta  # the runs' maps differ: the joint map is a new one
+
+
+def test_joint_significance_rule_keeps_what_the_heatmap_scores_low(template):
+    runs = wobble_runs(template, SourceParameters(0, 0, 1.0, 2.5), livetime=300.0, n_runs=2)
+    # a threshold no heatmap score passes: only the significance rule can keep a candidate
+    strict = dict(threshold=1.0, rescue=False)
+    searched = CNNSourceFinder(**strict)
+    assert searched.significance_rule == SIGNIFICANCE_RULE
+    table = searched(runs)
+    assert len(table) >= 1
+    assert np.all(table["significance"] >= SIGNIFICANCE_RULE)
+    nearest = SkyCoord(table["RA"], table["DEC"], unit="deg").separation(TARGET).deg.min()
+    assert nearest < 0.05
+    plain = CNNSourceFinder(significance_search=False, **strict)
+    assert plain.significance_rule is None
+    assert np.all(plain(runs)["score"] >= 1.0)

@@ -6,7 +6,7 @@ import pytest
 from gammapy.estimators import ESTIMATOR_REGISTRY
 
 from gammapy_cnn import CNNSourceFinder
-from gammapy_cnn.finders import COLUMNS, SIGNIFICANCE_RULE, CandidateCatalog, fit_source, write_ds9
+from gammapy_cnn.finders import COLUMNS, CandidateCatalog, fit_source, write_ds9
 
 from .conftest import make_dataset
 
@@ -124,22 +124,12 @@ def test_calibration_sets_threshold_and_error_scale(template, tiny_networks, sim
     network.with_suffix(".json").write_text(json.dumps(card))
     threshold = 0.9
     with_rescue, without = (CNNSourceFinder(network=network, background_network=tiny_networks["cleaner"],
-                                            threshold=threshold, rescue=r, significance_search=False)(dataset)
-                            for r in (True, False))
+                                            threshold=threshold, rescue=r)(dataset) for r in (True, False))
     assert np.all(without["score"] >= threshold)
     extra = with_rescue[with_rescue["score"] < threshold]
     assert len(extra) >= 1
     assert np.all(extra["significance"] >= rule["significance"])
     assert len(with_rescue) == len(without) + len(extra)
-
-    # the significance rule: below-threshold peaks kept for a sqrt(TS) >= SIGNIFICANCE_RULE
-    searched = CNNSourceFinder(network=network, background_network=tiny_networks["cleaner"],
-                               threshold=threshold, rescue=False)
-    assert searched.significance_rule == SIGNIFICANCE_RULE
-    extra = searched(dataset)
-    extra = extra[extra["score"] < threshold]
-    assert len(extra) >= 1  # the bright source, whatever the tiny network's score
-    assert np.all(extra["significance"] >= SIGNIFICANCE_RULE)
 
 
 @pytest.mark.parametrize("frame, centre", [("icrs", (83.6, 22.0)), ("galactic", (359.9, -2.0)),
