@@ -261,13 +261,17 @@ def benchmark(irf, n_maps, quick, output, seed, cleaners, finders, n_slow, stdou
                    "(gammapy's default '.': the current folder).")
 @click.option("--overwrite", is_flag=True, help="Replace products already in the output folder.")
 @click.option("--steps", help="Comma-separated steps (default: observations,datasets,find-sources).")
-@click.option("--figure/--no-figure", default=True, show_default=True, help="Write summary.png.")
-def analysis(config, output, overwrite, steps, figure):
+@click.option("--figure/--no-figure", default=True, show_default=True,
+              help="Write summary.png (3D analyses).")
+@click.option("--models", "models_file", type=click.Path(exists=True, dir_okay=False),
+              help="gammapy models YAML for the fit, flux-points and light-curve steps.")
+def analysis(config, output, overwrite, steps, figure, models_file):
     """Run a gammapy analysis config with CNN background and source finding.
 
     CONFIG is a gammapy AnalysisConfig YAML that may use `background: method:
-    cnn` and a `cnn:` section (see examples/configs). Writes the datasets, the
-    candidates (ECSV, DS9 regions, seed models) and a summary figure into
+    cnn` and a `cnn:` section (see examples/configs), 3D or 1D (an ON-region
+    spectrum). Writes the datasets, the candidates (ECSV, DS9 regions, seed
+    models), the fitted models, flux points and a summary figure into
     --output, else the config's general.outdir ('.' by default: the current folder).
     """
     from .analysis import CNNAnalysis, CNNAnalysisConfig
@@ -275,13 +279,18 @@ def analysis(config, output, overwrite, steps, figure):
     cfg = CNNAnalysisConfig.read(config)
     start = time.perf_counter()
     result = CNNAnalysis(cfg)
-    result.run(steps.split(",") if steps else None)
+    pending_models = models_file
+    for step in steps.split(",") if steps else result.default_steps:
+        if pending_models and step.replace("_", "-") in ("fit", "flux-points", "light-curve"):
+            result.read_models(pending_models)  # gammapy sets models on existing datasets only
+            pending_models = None
+        result.run([step])
     try:
         paths = result.write(output or cfg.general.outdir, overwrite=overwrite, figure=figure)
     except (FileExistsError, RuntimeError) as error:
         raise click.ClickException(str(error)) from None
-    n = "no" if result.candidates is None else len(result.candidates)
-    click.echo(f"{n} candidate(s) in {time.perf_counter() - start:.1f} s; wrote "
+    done = "analysis done" if result.candidates is None else f"{len(result.candidates)} candidate(s)"
+    click.echo(f"{done} in {time.perf_counter() - start:.1f} s; wrote "
                + ", ".join(str(p) for p in paths.values()))
 
 

@@ -6,12 +6,13 @@ import warnings
 
 import numpy as np
 from astropy.utils import lazyproperty
-from gammapy.datasets import Datasets
+from gammapy.datasets import Datasets, SpectrumDataset
 from gammapy.makers import MAKER_REGISTRY, Maker
-from gammapy.maps import Map
+from gammapy.maps import Map, RegionNDMap
 from gammapy.modeling.models import FoVBackgroundModel, Models
 from scipy.ndimage import binary_dilation, gaussian_filter
 
+from .data import counts_dataset, counts_geom
 from .networks import ORIGINAL, load_network
 from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, original_stretch, pad
 from .runs import (
@@ -259,26 +260,72 @@ class CNNBackgroundMaker(Maker):
         pointings more than 0.2 deg apart is a stack of wobbled runs: it is
         estimated as one map, with a warning naming the per-run path.
 
+        A `~gammapy.datasets.SpectrumDataset` (1D, an ON region) takes the
+        background the network estimates on the run's whole field of view: a
+        counts map of ``observation``'s events centred on its pointing
+        (`gammapy_cnn.data.counts_dataset`, the spectrum's energy axis, safe
+        within 2.5 deg of the pointing), summed over the pixels whose centres
+        lie in the ON region and scaled by the region's solid angle over
+        theirs. It is the CNN's answer to gammapy's reflected regions.
+
         Parameters
         ----------
-        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
+        dataset : `~gammapy.datasets.MapDataset`, `~gammapy.datasets.SpectrumDataset` or `~gammapy.datasets.Datasets`
             Needs counts; ``mask_safe`` is respected. Exposure, IRFs and an
             existing background are kept but not used (an existing background
             is replaced).
         observation : `~gammapy.data.Observation`, optional
-            Not used: the estimate needs the counts only. Accepted for the
-            `~gammapy.makers.Maker` interface.
+            The events of a `~gammapy.datasets.SpectrumDataset`'s run (needed
+            there); not used for map datasets, whose counts are all the
+            estimate needs.
 
         Returns
         -------
-        dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
+        dataset : `~gammapy.datasets.MapDataset`, `~gammapy.datasets.SpectrumDataset` or `~gammapy.datasets.Datasets`
             Same name and geometry; ``background`` in counts. `Datasets` for
             `Datasets`.
+
+        Raises
+        ------
+        ValueError
+            For a `~gammapy.datasets.SpectrumDataset`: no observation, or an
+            ON region outside the run's safe field of view.
         """
         if isinstance(dataset, (Datasets, list, tuple)):
             return Datasets([self._run_one(d) for d in as_dataset_list(dataset)])
+        if isinstance(dataset, SpectrumDataset):
+            return self._run_spectrum(dataset, observation)
         warn_if_wobble_stack(dataset, "CNNBackgroundMaker.run")
         return self._run_one(dataset)
+
+    def _run_spectrum(self, dataset, observation):
+        geom = dataset.counts.geom
+        region = geom.region
+        if observation is None:
+            raise ValueError(
+                f"SpectrumDataset {dataset.name!r}: its CNN background is estimated on the run's "
+                "whole field of view, from the events: call run(dataset, observation)"
+            )
+        pointing = observation.get_pointing_icrs(observation.tmid)
+        fov = counts_dataset(observation, counts_geom(pointing, energy_axis=geom.axes["energy"]),
+                             name=f"{dataset.name}-fov")
+        fov = self._run_one(fov)
+        image = fov.counts.geom.to_image()
+        inside = image.region_mask([region]).data
+        where = f"ON region {region.center.to_string('decimal')} (r = {region.radius})" \
+            if hasattr(region, "radius") else f"ON region {region!r}"
+        if not inside.any():
+            raise ValueError(f"{where} of dataset {dataset.name!r} lies outside the 5 x 5 deg map "
+                             f"around the pointing of observation {observation.obs_id}")
+        safe = fov.mask_safe.data.any(axis=0) if fov.mask_safe is not None else np.ones(inside.shape, bool)
+        if not safe[inside].all():
+            raise ValueError(f"{where} of dataset {dataset.name!r} reaches beyond the safe field of view "
+                             f"(2.5 deg from the pointing) of observation {observation.obs_id}")
+        scale = float(geom.solid_angle().ravel()[0] / image.solid_angle()[inside].sum())
+        background = fov.background.data[:, inside].sum(axis=1) * scale
+        out = dataset.copy(name=dataset.name)
+        out.background = RegionNDMap.from_geom(geom, data=background.reshape(geom.data_shape), unit="")
+        return out
 
     def _run_one(self, dataset):
         counts, mask, background = self._background_image(dataset)

@@ -135,13 +135,15 @@ def test_wrong_method_names_field():
     assert isinstance(info.value, ValueError)  # what the CLI reports as an error
 
 
-def test_cnn_refused_for_1d():
-    with pytest.raises(ValidationError, match="needs datasets.type '3d'"):
+def test_cnn_1d_needs_an_on_region_and_no_exclusion():
+    with pytest.raises(ValidationError, match=r"datasets.on_region .* is needed"):
         CNNAnalysisConfig.from_yaml("datasets: {type: 1d, background: {method: cnn}}")
-    config = CNNAnalysisConfig.from_yaml("datasets: {type: 3d, background: {method: cnn}}")
-    config.datasets.type = "1d"  # assignment validates the field only
-    with pytest.raises(ValueError, match="needs datasets.type '3d'"):
-        CNNAnalysis(config).get_datasets()
+    on_region = "on_region: {frame: icrs, lon: 83.6 deg, lat: 22.0 deg, radius: 0.11 deg}"
+    config = CNNAnalysisConfig.from_yaml(f"datasets: {{type: 1d, {on_region}, background: {{method: cnn}}}}")
+    assert config.datasets.type == "1d" and CNNAnalysis(config).default_steps == ["observations", "datasets"]
+    with pytest.raises(ValidationError, match="datasets.background.exclusion means nothing"):
+        CNNAnalysisConfig.from_yaml(f"datasets: {{type: 1d, {on_region}, "
+                                    "background: {method: cnn, exclusion: mask.fits}}")
 
 
 def test_analysis_accepts_plain_config_and_checks_steps():
@@ -271,6 +273,83 @@ def test_hess_background_comparison(hess_networks):
     for method in ("fov_background", "ring"):
         photometry = aperture_photometry(estimates[method], CRAB)
         assert photometry["sqrt_ts"][0] > 10, method
+
+
+def crab_1d_config(obs_ids, method="cnn"):
+    config = CNNAnalysisConfig.read(EXAMPLES / "crab_hess_cnn_1d.yaml")
+    config.observations.datastore = require(HESS_DR1)
+    config.observations.obs_ids = list(obs_ids)
+    config.datasets.background.method = method
+    return config
+
+
+@pytest.mark.slow
+def test_hess_1d_cnn_spectrum_beside_reflected():
+    """The shipped networks' ON-region background and the Crab spectrum, against reflected regions."""
+    fits = {}
+    for method in ("cnn", "reflected"):
+        analysis = CNNAnalysis(crab_1d_config([23523, 23526], method))
+        analysis.run(["observations", "datasets"])
+        assert [type(d).__name__ for d in analysis.datasets] == (
+            ["SpectrumDataset"] * 2 if method == "cnn" else ["SpectrumDatasetOnOff"] * 2)
+        analysis.read_models(EXAMPLES / "crab_power_law.yaml")
+        analysis.run(["fit"])
+        assert analysis.fit_result.success
+        fits[method] = (analysis.models["crab"].spectral_model, analysis.datasets)
+    (cnn, cnn_runs), (reflected, reflected_runs) = fits["cnn"], fits["reflected"]
+    for run, off in zip(cnn_runs, reflected_runs):
+        # alpha * N_off has ~10% Poisson noise here (~100 OFF counts)
+        assert run.background.data.sum() == pytest.approx(off.background.data.sum(), rel=0.35)
+    for name in ("index", "amplitude"):
+        ours, theirs = cnn.parameters[name], reflected.parameters[name]
+        assert abs(ours.value - theirs.value) < theirs.error, name
+
+
+def test_cnn_maker_1d_errors(hess_networks):
+    from gammapy.data import DataStore
+    from gammapy.datasets import SpectrumDataset
+    from gammapy.makers import SpectrumDatasetMaker
+    from gammapy.maps import MapAxis, RegionGeom
+    from regions import CircleSkyRegion
+
+    observation = DataStore.from_dir(require(HESS_DR1)).get_observations([23523])[0]
+    energy = MapAxis.from_energy_bounds(1, 10, 4, unit="TeV")
+    maker = CNNBackgroundMaker(hess_networks["cleaner"])
+
+    def spectrum(center, radius=0.11):
+        geom = RegionGeom.create(CircleSkyRegion(center, radius * u.deg), axes=[energy])
+        empty = SpectrumDataset.create(geom, energy_axis_true=energy.copy(name="energy_true"))
+        return SpectrumDatasetMaker(selection=["counts", "exposure"]).run(empty, observation)
+
+    dataset = spectrum(CRAB)
+    with pytest.raises(ValueError, match="call run\\(dataset, observation\\)"):
+        maker.run(dataset)
+    estimated = maker.run(dataset, observation)
+    assert isinstance(estimated, SpectrumDataset) and estimated.background.data.sum() > 0
+    assert np.all(np.isfinite(estimated.background.data))
+    with pytest.raises(ValueError, match="ON region .* lies outside the 5 x 5 deg map"):
+        maker.run(spectrum(SkyCoord(120, 22, unit="deg")), observation)
+    with pytest.raises(ValueError, match="ON region .* reaches beyond the safe field of view"):
+        # inside the square map (a corner, 2.4 deg from the pointing), beyond the 2.5 deg safe circle
+        pointing = observation.get_pointing_icrs(observation.tmid)
+        maker.run(spectrum(pointing.directional_offset_by(45 * u.deg, 2.4 * u.deg), radius=0.3), observation)
+
+
+def test_cli_analysis_1d(hess_networks, tmp_path):
+    config = crab_1d_config([23523])
+    config.cnn.background_network = str(hess_networks["cleaner"])
+    path = tmp_path / "crab-1d.yaml"
+    config.write(path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["analysis", str(path), "--output", str(out), "--steps",
+                                      "observations,datasets,fit", "--models",
+                                      str(EXAMPLES / "crab_power_law.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "analysis done" in result.output
+    fitted = yaml.safe_load((out / "models.yaml").read_text())
+    index = {p["name"]: p for p in fitted["components"][0]["spectral"]["parameters"]}["index"]
+    assert index["value"] != 2.5 and index["error"] > 0  # the fit moved it, with an error
+    assert not (out / "summary.png").exists()
 
 
 def test_cli_analysis(hess_networks, tmp_path):

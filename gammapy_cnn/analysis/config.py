@@ -117,11 +117,21 @@ class CNNAnalysisConfig(AnalysisConfig):
     cnn: CNNConfig = CNNConfig()
 
     @model_validator(mode="after")
-    def _cnn_needs_maps(self):
-        if self.datasets.background.method == "cnn" and self.datasets.type == "1d":
+    def _cnn_1d_needs_on_region(self):
+        datasets = self.datasets
+        if datasets.background.method != "cnn" or datasets.type != "1d":
+            return self
+        on = datasets.on_region
+        if on.lon is None or on.lat is None or on.radius is None:
             raise ValueError(
-                "datasets.background.method 'cnn' needs datasets.type '3d': the CNN estimates "
-                "background maps, not spectra (use 'reflected' for a 1D analysis)"
+                "datasets.on_region (frame, lon, lat, radius) is needed for a 1D analysis with "
+                "background method 'cnn': the CNN background of each run's field of view is "
+                "summed over that region"
+            )
+        if datasets.background.exclusion:
+            raise ValueError(
+                "datasets.background.exclusion means nothing to background method 'cnn', which "
+                "estimates the background from the counts alone: remove it"
             )
         return self
 

@@ -55,7 +55,11 @@ class CNNAnalysis(Analysis):
     in gammapy's reduction chain (after the safe mask), so each observation's
     background is estimated from its own counts on its own field of view,
     centred on its pointing as in training, and the stacked background is
-    their sum. Only 3D map datasets are supported with ``cnn``. The per-run
+    their sum. In a 1D analysis (``datasets.type: 1d`` with an ``on_region``)
+    each run's background is the CNN estimate of its whole field of view
+    summed over the ON region (`~gammapy_cnn.CNNBackgroundMaker.run` on a
+    `~gammapy.datasets.SpectrumDataset`): a `~gammapy.datasets.SpectrumDataset`
+    for Cash fits, flux points and light curves, beside ``reflected``. The per-run
     datasets are kept in ``run_datasets`` (also when ``datasets.stack`` is
     true), and ``find-sources`` searches them jointly
     (`~gammapy_cnn.CNNSourceFinder.run` on `~gammapy.datasets.Datasets`):
@@ -110,9 +114,9 @@ class CNNAnalysis(Analysis):
 
     @property
     def default_steps(self):
-        """``observations``, ``datasets`` and, if ``cnn.find_sources``, ``find-sources``."""
+        """``observations``, ``datasets`` and, if ``cnn.find_sources`` in a 3D analysis, ``find-sources``."""
         steps = ["observations", "datasets"]
-        if self.config.cnn.find_sources:
+        if self.config.cnn.find_sources and self.config.datasets.type == "3d":
             steps.append("find-sources")
         return steps
 
@@ -147,11 +151,6 @@ class CNNAnalysis(Analysis):
     def get_datasets(self):
         """Produce reduced datasets; with ``background.method: cnn``, CNN backgrounds."""
         settings = self.config.datasets
-        if settings.background.method == "cnn" and settings.type == "1d":
-            raise ValueError(
-                "datasets.background.method 'cnn' needs datasets.type '3d': the CNN estimates "
-                "background maps, not 1D spectra (use 'reflected' for a spectrum analysis)"
-            )
         if settings.type == "1d" or not settings.stack:
             self.run_datasets = None
             super().get_datasets()
@@ -170,6 +169,23 @@ class CNNAnalysis(Analysis):
         for dataset in self.run_datasets:
             stacked.stack(dataset)
         self.datasets = Datasets([stacked])
+
+    def _spectrum_extraction(self):
+        """gammapy's 1D reduction; with ``cnn``, without its check for OFF counts."""
+        if self.config.datasets.background.method != "cnn":
+            return super()._spectrum_extraction()
+        dataset_maker = self._create_dataset_maker()
+        safe_mask_maker = self._create_safe_mask_maker()
+        background_maker = self._create_background_maker()
+        reference = self._create_reference_dataset()
+        datasets = []
+        for observation in self.observations:
+            dataset = dataset_maker.run(reference.copy(name=str(observation.obs_id)), observation)
+            dataset = background_maker.run(dataset, observation)
+            datasets.append(safe_mask_maker.run(dataset, observation))
+        self.datasets = Datasets(datasets)
+        if self.config.datasets.stack:
+            self.datasets = Datasets([self.datasets.stack_reduce(name="stacked")])
 
     def _create_background_maker(self):
         settings = self.config.datasets.background
@@ -318,7 +334,9 @@ class CNNAnalysis(Analysis):
 
         Files: ``analysis.yaml`` (the config), ``datasets.yaml`` and one FITS file
         per dataset (`~gammapy.datasets.Datasets.write`), ``candidates.ecsv``,
-        ``candidates.reg`` (DS9), ``candidate_models.yaml``, ``summary.png``.
+        ``candidates.reg`` (DS9), ``candidate_models.yaml``, ``models.yaml``
+        (the analysis' models, fitted when the fit ran), ``flux_points.ecsv``
+        and, for 3D analyses, ``summary.png``; each when there is something to write.
         Everything is first written to a temporary folder beside ``outdir``; a
         failure leaves ``outdir`` untouched.
 
@@ -346,6 +364,11 @@ class CNNAnalysis(Analysis):
         if self.candidates is not None:
             names.update(candidates="candidates.ecsv", regions="candidates.reg",
                          models="candidate_models.yaml")
+        if self.models is not None:
+            names["fitted_models"] = "models.yaml"
+        if self.flux_points is not None:
+            names["flux_points"] = "flux_points.ecsv"
+        figure = figure and self.config.datasets.type == "3d"
         if figure:
             names["summary"] = "summary.png"
         existing = [name for name in names.values() if (outdir / name).exists()]
@@ -360,6 +383,10 @@ class CNNAnalysis(Analysis):
                 write_ds9(self.candidates, tmp / names["regions"])
                 self.candidate_models.write(tmp / names["models"], overwrite=True,
                                             write_covariance=False)
+            if self.models is not None:
+                self.models.write(tmp / names["fitted_models"], overwrite=True, write_covariance=False)
+            if self.flux_points is not None:
+                self.flux_points.write(tmp / names["flux_points"], format="ecsv")
             if figure:
                 self.plot_summary().savefig(tmp / names["summary"], dpi=110)
             written = sorted(p.name for p in tmp.iterdir())
