@@ -41,7 +41,7 @@ def analyse(source, method, datastore):
     analysis.run(["fit", "flux-points"])
     info = analysis.datasets.info_table(cumulative=False)
     parameters = analysis.models[source].spectral_model.parameters
-    points = analysis.flux_points.to_table(sed_type="e2dnde", formatted=False)
+    points = analysis.flux_points.data.to_table(sed_type="e2dnde", formatted=False)
     return dict(
         n_runs=len(analysis.datasets), counts=float(np.sum(info["counts"])),
         background=float(np.sum(info["background"])), sqrt_ts=float(np.sqrt(max(np.sum(info["sqrt_ts"] ** 2), 0))),
