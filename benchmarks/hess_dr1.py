@@ -539,8 +539,8 @@ def poisson_upper_limit(n, cl=0.95):
 
 def write_report(path, results, off, finder, args, seconds, latencies):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    card = finder.network.card
-    cleaner = finder.background_maker.network.card if finder.background_maker else {}
+    card = finder.network_.card
+    cleaner = finder.background_maker.network_.card if finder.background_maker else {}
     text = [
         "# H.E.S.S. DL3 DR1: the CNN source finder on real data (issue 6)",
         "",

@@ -209,7 +209,7 @@ class CNNSourceFinder(Estimator):
             warnings.warn("CNNSourceFinder(background=...) is deprecated: use background_network=...",
                           FutureWarning, stacklevel=_stacklevel_outside_package())
             background_network = background
-        self.network_name = network
+        self.network = network
         if threshold is not None and not 0 <= float(threshold) <= 1:
             raise ValueError(f"threshold is a score between 0 and 1, got {threshold}")
         self._threshold = threshold
@@ -234,27 +234,27 @@ class CNNSourceFinder(Estimator):
         for key, value in self.__dict__.items():
             if key == "_lock":
                 value = threading.Lock()
-            elif key != "network":
+            elif key != "network_":
                 value = copy.deepcopy(value, memo)
             new.__dict__[key] = value
         return new
 
     @lazyproperty
-    def network(self):
-        """The loaded finder `~gammapy_cnn.networks.Network`."""
-        return load_network("finder", self.network_name)
+    def network_(self):
+        """The loaded finder `~gammapy_cnn.networks.Network` (learned state; ``network`` is its name or file)."""
+        return load_network("finder", self.network)
 
     @lazyproperty
     def background_maker(self):
         if self.background_network is None:
             return None
-        if self.network.architecture == ORIGINAL:  # the original regressor reads the original cleaner
+        if self.network_.architecture == ORIGINAL:  # the original regressor reads the original cleaner
             return CNNBackgroundMaker(ORIGINAL)
         return CNNBackgroundMaker(self.background_network)
 
     @property
     def calibration(self):
-        return self.network.card.get("calibration")
+        return self.network_.card.get("calibration")
 
     @property
     def threshold(self):
@@ -345,10 +345,10 @@ class CNNSourceFinder(Estimator):
             not the runs' own.
         """
         with self._lock:  # lazy loading is not thread-safe; inference is (tested with 4 threads)
-            network = self.network
+            network = self.network_
             maker = self.background_maker
             if maker is not None:
-                maker.network  # noqa: B018  (load it here, not in two threads at once)
+                maker.network_  # noqa: B018  (load it here, not in two threads at once)
         if isinstance(dataset, (Datasets, list, tuple)):
             return self._run_joint(as_dataset_list(dataset), network, maker)
         warn_if_wobble_stack(dataset, "CNNSourceFinder.run")
@@ -425,7 +425,7 @@ class CNNSourceFinder(Estimator):
             raise ValueError(f"the original regressor only takes {NATIVE_NPIX} x {NATIVE_NPIX} maps "
                              f"of {NATIVE_BINSZ} pixels")
         x, _, _ = original_stretch(counts[None])
-        cleaner = self.background_maker.network if self.background_maker else load_network("cleaner", ORIGINAL)
+        cleaner = self.background_maker.network_ if self.background_maker else load_network("cleaner", ORIGINAL)
         cleaned = cleaner.predict(x[..., None])
         xy = network.predict(cleaned)[0] * NATIVE_NPIX
         return [dict(x=xy[0], y=xy[1], score=float(cleaned[0].max()), significance=np.nan,
@@ -549,7 +549,7 @@ class CNNSourceFinder(Estimator):
         return kept[: self.max_candidates]
 
     def _table(self, rows, geom, grid):
-        meta = dict(network=str(self.network_name), threshold=self.threshold)
+        meta = dict(network=str(self.network), threshold=self.threshold)
         if not rows:
             return _make_table(meta=meta)
         image = geom.to_image()

@@ -103,7 +103,7 @@ class CNNBackgroundMaker(Maker):
     tag = "CNNBackgroundMaker"
 
     def __init__(self, network="default", batch_size=32):
-        self.network_name = network
+        self.network = network
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -112,7 +112,7 @@ class CNNBackgroundMaker(Maker):
         """A copy whose loaded network (learned, read-only state) is shared, not duplicated."""
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
-        new.__dict__.update({key: value if key == "network" else copy.deepcopy(value, memo)
+        new.__dict__.update({key: value if key == "network_" else copy.deepcopy(value, memo)
                              for key, value in self.__dict__.items()})
         return new
 
@@ -121,12 +121,12 @@ class CNNBackgroundMaker(Maker):
         return copy.deepcopy(self)
 
     def __str__(self):
-        return f"{self.__class__.__name__}\n\n\tnetwork : {self.network_name}\n"
+        return f"{self.__class__.__name__}\n\n\tnetwork : {self.network}\n"
 
     @lazyproperty
-    def network(self):
-        """The loaded `~gammapy_cnn.networks.Network` (learned state)."""
-        return load_network("cleaner", self.network_name)
+    def network_(self):
+        """The loaded `~gammapy_cnn.networks.Network` (learned state; ``network`` is its name or file)."""
+        return load_network("cleaner", self.network)
 
     def estimate_background(self, counts, mask):
         """Background of native-grid counts images.
@@ -142,7 +142,7 @@ class CNNBackgroundMaker(Maker):
             (n, ny, nx) expected background counts.
         """
         counts, mask = _checked_images(counts, mask)
-        if self.network.architecture == ORIGINAL:
+        if self.network_.architecture == ORIGINAL:
             return self._estimate_original(counts, mask)[0]
         background, level = self._network_background(counts, mask)
         # Without a single count the network has nothing to see: the estimate is
@@ -169,7 +169,7 @@ class CNNBackgroundMaker(Maker):
         """The network's background before any refit, and the counts' level (`normalise`)."""
         x, level = normalise(counts, mask)
         x, window = pad(x)
-        relative = self.network.predict(x, batch_size=self.batch_size)[..., 0]
+        relative = self.network_.predict(x, batch_size=self.batch_size)[..., 0]
         return relative[(slice(None),) + window] * level[:, None, None] * mask, level
 
     def estimate_image(self, counts, mask):
@@ -180,7 +180,7 @@ class CNNBackgroundMaker(Maker):
         smoothed by a 0.05 deg Gaussian.
         """
         counts, mask = _checked_images(counts, mask)
-        if self.network.architecture == ORIGINAL:
+        if self.network_.architecture == ORIGINAL:
             return self._estimate_original(counts, mask)
         background = self.estimate_background(counts, mask)
         return background, _smoothed_excess(counts, background, mask)
@@ -195,7 +195,7 @@ class CNNBackgroundMaker(Maker):
             raise ValueError(f"the original cleaner only takes {NATIVE_NPIX} x {NATIVE_NPIX} maps "
                              f"of {NATIVE_BINSZ} pixels")
         x, low, high = original_stretch(counts)
-        pred = self.network.predict(x[..., None], batch_size=self.batch_size)[..., 0]
+        pred = self.network_.predict(x[..., None], batch_size=self.batch_size)[..., 0]
         smooth = x * (high - low) + low
         cleaned = (pred - np.median(pred, axis=(-2, -1), keepdims=True)) * (high - low)
         background = np.clip(smooth - cleaned, 0, None) * mask

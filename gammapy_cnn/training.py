@@ -628,8 +628,8 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
             rescue_false_per_field=float(in_rescue_zone(false_scores, false_significance).sum() / n),
             n_true_candidates_rescued=int(in_rescue_zone(true_scores, true_significance).sum()),
         )
-    path = finder.network.path
-    card = dict(finder.network.card, calibration=calibration)
+    path = finder.network_.path
+    card = dict(finder.network_.card, calibration=calibration)
     write_card(path, card)
     return calibration
 

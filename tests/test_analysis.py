@@ -89,7 +89,7 @@ def test_cnn_method_makes_cnn_maker(tmp_path):
     """)
     maker = CNNAnalysis(config)._create_background_maker()
     assert isinstance(maker, CNNBackgroundMaker)
-    assert maker.network_name == f"{tmp_path}/net.keras" and maker.batch_size == 3
+    assert maker.network == f"{tmp_path}/net.keras" and maker.batch_size == 3
     config.datasets.background.parameters = {"bacth_size": 3}
     with pytest.raises(ValueError, match="datasets.background.parameters.*bacth_size"):
         CNNAnalysis(config)._create_background_maker()

@@ -159,6 +159,26 @@ def test_background_network_parameter_and_its_deprecated_name(tiny_networks):
         CNNSourceFinder(background_network="x", background="y")
 
 
+def test_constructor_arguments_are_stored_under_their_own_names(tiny_networks):
+    import inspect
+
+    from gammapy_cnn import CNNBackgroundMaker
+
+    given = dict(network=tiny_networks["finder"], threshold=0.3, background_network=tiny_networks["cleaner"],
+                 refine=False, max_candidates=7, pos_err_scale=2.0, rescue=False, significance_search=False,
+                 psf_sigma=0.07 * u.deg)
+    finder = CNNSourceFinder(**given)
+    parameters = set(inspect.signature(CNNSourceFinder).parameters) - {"background"}  # deprecated alias
+    assert parameters == set(given)
+    for name, value in given.items():
+        assert getattr(finder, name) == value, name
+    maker = CNNBackgroundMaker(network=tiny_networks["cleaner"], batch_size=5)
+    assert (maker.network, maker.batch_size) == (tiny_networks["cleaner"], 5)
+    assert set(inspect.signature(CNNBackgroundMaker).parameters) == {"network", "batch_size"}
+    # the learned state is apart, loaded on first use
+    assert "network_" not in vars(finder) and finder.network_.card["kind"] == "finder"
+
+
 def test_copy_finder_and_maker(template, tiny_networks):
     from gammapy_cnn import CNNBackgroundMaker
 
@@ -170,7 +190,7 @@ def test_copy_finder_and_maker(template, tiny_networks):
         assert fresh is not obj and type(fresh) is type(obj)
         obj.run(dataset)
         loaded = obj.copy()
-        assert loaded.network is obj.network  # learned state shared, not duplicated
+        assert loaded.network_ is obj.network_  # learned state shared, not duplicated
     copied = finder.copy()
     assert copied._lock is not finder._lock and copied.threshold == 0.2
     assert copied.background_maker is not finder.background_maker

@@ -86,7 +86,7 @@ def test_all_zero_counts_valid(template, tiny_networks):
 
 def test_unknown_network():
     with pytest.raises(ValueError, match="no shipped cleaner network named 'nope'"):
-        CNNBackgroundMaker(network="nope").network
+        CNNBackgroundMaker(network="nope").network_
 
 
 def _acceptances(amplitude):
@@ -144,7 +144,7 @@ def test_original_network_and_its_former_name_seed():
     assert network.architecture == "original" and network.path.name == "cleaner_original.keras"
     # "seed" is an alias, and a network is loaded (and hashed) once per file
     assert load_network("cleaner", "seed", expect_architecture="seed") is network
-    assert CNNBackgroundMaker(network="seed").network is network
+    assert CNNBackgroundMaker(network="seed").network_ is network
 
 
 def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():

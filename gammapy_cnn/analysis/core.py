@@ -198,7 +198,7 @@ class CNNAnalysis(Analysis):
                                        **settings.parameters)
         except TypeError as error:
             raise ValueError(f"datasets.background.parameters for method 'cnn': {error}") from None
-        log.info(f"Creating CNNBackgroundMaker with network {maker.network_name}")
+        log.info(f"Creating CNNBackgroundMaker with network {maker.network}")
         return maker
 
     def stacked_dataset(self):

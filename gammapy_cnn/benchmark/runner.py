@@ -145,11 +145,11 @@ def run_benchmark(n=None, irf=None, seed=BENCHMARK_SEED, quick=False, cleaners=(
     networks = {}
     for kind, label, obj in ([("cleaner", k, v) for k, v in makers.items()]
                              + [("finder", k, v) for k, v in finder_objs.items()]):
-        net = obj.network  # load now: loading is not part of the per-map time
+        net = obj.network_  # load now: loading is not part of the per-map time
         networks[f"{kind} {label}"] = f"{net.card.get('architecture')} ({Path(str(net.path)).name}, " \
                           f"sha256 {str(net.card.get('sha256', ''))[:12]})"
         if isinstance(obj, CNNSourceFinder) and obj.background_maker is not None:
-            obj.background_maker.network  # noqa: B018
+            obj.background_maker.network_  # noqa: B018
 
     scn = scenario if scenario is not None else Scenario.preset("benchmark")
     if irf is not None:
