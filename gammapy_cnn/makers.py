@@ -19,6 +19,7 @@ from .runs import (
     RUN_FRAME_TOLERANCE,
     WOBBLE_WARNING_SPREAD,
     as_dataset_list,
+    mean_direction,
     meta_pointings,
     reproject_counts,
     run_geom,
@@ -336,7 +337,8 @@ class CNNBackgroundMaker(Maker):
         else:
             safe = np.ones(data.shape, bool)
         safe = safe & mask[None]
-        cube = split_in_energy(background, data * safe, counts, mask) * safe
+        cube = split_in_energy(background, data * safe, counts, mask, centre=_pointing_pixel(dataset),
+                               safe=safe) * safe
         out = dataset.copy(name=dataset.name)
         out.background = Map.from_geom(geom, data=cube.reshape(geom.data_shape), unit="")
         if dataset.mask_safe is not None or not mask.all():
@@ -345,6 +347,15 @@ class CNNBackgroundMaker(Maker):
             kept = [m for m in out.models if not isinstance(m, FoVBackgroundModel)]
             out.models = Models(kept) if kept else None
         return out
+
+
+def _pointing_pixel(dataset):
+    """The (x, y) pixel of the dataset's pointing (a stack's mean one), or None when unrecorded."""
+    pointings = meta_pointings(dataset)
+    if pointings is None:
+        return None
+    x, y = dataset.counts.geom.to_image().coord_to_pix(mean_direction(pointings))
+    return float(np.squeeze(x)), float(np.squeeze(y))
 
 
 def _run_frame(dataset):
@@ -456,7 +467,7 @@ def _shape_basis(x, y):
     return np.stack([np.interp(r, _SHAPE_KNOTS, u) for u in unit] + [x, y])
 
 
-def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
+def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0, centre=None):
     """Correct the background shape by a smooth factor when the counts demand it.
 
     The factor is ``exp(f(r) + c_x x + c_y y)``, with ``f`` piecewise linear
@@ -472,6 +483,8 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     network's shape is kept. So it is when the fit fails (singular
     system, non-finite values, a factor beyond ``exp(MAX_LOG_FACTOR)``): the
     Newton steps work on the clipped exponent, so no map overflows.
+    ``centre`` is the (x, y) pixel of the pointing, the centre of the radial
+    part (default: the map centre).
 
     Returns
     -------
@@ -494,8 +507,11 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     valid = b > 0
     if n[valid].sum() < 100:
         return background, False
+    # positions in half-widths of the blocks' span, from the centre (pixel coordinates)
+    cx, cy = ((bx * block - 1) / 2, (by * block - 1) / 2) if centre is None else centre
     yb, xb = np.mgrid[:by, :bx]
-    design = _shape_basis(((xb + 0.5) / bx * 2 - 1).ravel(), ((yb + 0.5) / by * 2 - 1).ravel())
+    design = _shape_basis((((xb + 0.5) * block - 0.5 - cx) / (bx * block / 2)).ravel(),
+                          (((yb + 0.5) * block - 0.5 - cy) / (by * block / 2)).ravel())
     design, n, b = design[:, valid], n[valid], b[valid]
     # A weak curvature penalty on the radial part lets knots with no block left
     # (masked, or inside an excess) follow their neighbours; it does not move
@@ -528,8 +544,8 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     delta_ts = 2 * np.sum(n * (log_factor - np.log(norm)) - (mu - b * norm))
     if not np.isfinite(delta_ts) or delta_ts < min_delta_ts:
         return background, False
-    x = ((np.arange(nx) + 0.5) / (bx * block) * 2 - 1)[None, :]
-    y = ((np.arange(ny) + 0.5) / (by * block) * 2 - 1)[:, None]
+    x = ((np.arange(nx) - cx) / (bx * block / 2))[None, :]
+    y = ((np.arange(ny) - cy) / (by * block / 2))[:, None]
     k = len(_SHAPE_KNOTS)  # sum of tents weighted by their parameters = interpolation of them
     log_factor = (np.interp(np.hypot(x, y), _SHAPE_KNOTS, params[:k])
                   + params[k] * x + params[k + 1] * y)
@@ -538,7 +554,7 @@ def _refit_shape(counts, background, keep, block=8, min_delta_ts=25.0):
     return background * np.exp(log_factor), True
 
 
-def split_in_energy(background, cube, counts, mask, exclude=None):
+def split_in_energy(background, cube, counts, mask, exclude=None, centre=None, safe=None):
     """The background image split in energy like the counts away from sources.
 
     The one rule for which pixels make the spectrum: the valid pixels
@@ -546,8 +562,15 @@ def split_in_energy(background, cube, counts, mask, exclude=None):
     `SOURCE_MASK_SIGNIFICANCE`, widened by 4 pixels; `_away_from_excesses`)
     and outside ``exclude`` (e.g. the discs of known candidates). When that
     leaves no pixel, all valid ones are used; with no counts there, the
-    spectrum is flat (the estimate is ~0 anyway). The spatial shape is the
-    same in every energy bin.
+    spectrum is flat (the estimate is ~0 anyway).
+
+    The camera acceptance widens with energy, so one spatial shape does not
+    fit every bin: where a bin's counts demand it (`_refit_shape`: likelihood
+    gain >= 25, i.e. long exposures), its share gets its own smooth factor
+    (radial about ``centre``, the pointing's pixel, plus a gradient), and the
+    bins are then rescaled pixel by pixel so that their sum stays
+    ``background``: the image fixes the total, the bins how it splits in
+    energy.
 
     Parameters
     ----------
@@ -559,6 +582,11 @@ def split_in_energy(background, cube, counts, mask, exclude=None):
         (ny, nx) energy-integrated counts and validity mask.
     exclude : `~numpy.ndarray`, optional
         (ny, nx) bool, pixels to leave out as well.
+    centre : tuple of float, optional
+        (x, y) pixel of the pointing. Default: the map centre.
+    safe : `~numpy.ndarray`, optional
+        (n_energy, ny, nx) bool, where each bin's counts are valid (``cube``
+        is zero elsewhere). Default: everywhere.
 
     Returns
     -------
@@ -571,7 +599,16 @@ def split_in_energy(background, cube, counts, mask, exclude=None):
     per_energy = np.asarray(cube, float).reshape(len(cube), -1) @ keep.ravel().astype(float)
     total = per_energy.sum()
     fractions = per_energy / total if total > 0 else np.full(len(cube), 1 / len(cube))
-    return background[None] * fractions[:, None, None]
+    split = background[None] * fractions[:, None, None]
+    reshaped = False
+    for i, counts_bin in enumerate(np.asarray(cube, float)):
+        valid = keep if safe is None else keep & safe[i]
+        split[i], changed = _refit_shape(counts_bin, split[i], valid, centre=centre)
+        reshaped |= changed
+    if reshaped:
+        total = split.sum(axis=0)
+        split *= np.divide(background, total, out=np.zeros_like(total), where=total > 0)[None]
+    return split
 
 
 MAKER_REGISTRY.append(CNNBackgroundMaker)

@@ -167,6 +167,28 @@ def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():
             assert out is background
 
 
+def test_energy_split_follows_each_bins_own_shape():
+    """At high statistics a bin whose acceptance differs from the image's gets its own shape."""
+    from gammapy_cnn.makers import split_in_energy
+
+    rng = np.random.default_rng(2)
+    y, x = (np.mgrid[:96, :96] - 47.5) / 48
+    r2 = x**2 + y**2
+    expected = np.stack([200 * (1 - 0.3 * r2), 80 * (1 + 0.4 * r2) + 10 * x])  # soft falls, hard rises
+    cube = rng.poisson(expected).astype(float)
+    image = expected.sum(axis=0)
+    out = split_in_energy(image, cube, cube.sum(axis=0), np.ones((96, 96), bool))
+    assert np.allclose(out.sum(axis=0), image)  # the image fixes the total
+    centre, edge = r2 < 0.1, r2 > 0.8
+    for i in range(2):
+        # the bin's own contrast between edge and centre, not the image's
+        truth = expected[i][edge].mean() / expected[i][centre].mean()
+        assert out[i][edge].mean() / out[i][centre].mean() == pytest.approx(truth, rel=0.03), i
+    # off-centre pointing: the radial part follows it
+    shifted = split_in_energy(image, cube, cube.sum(axis=0), np.ones((96, 96), bool), centre=(20.0, 47.5))
+    assert not np.allclose(shifted, out)
+
+
 def test_one_energy_split_rule():
     """Excesses and excluded pixels are left out of the spectrum; nothing left: all valid pixels."""
     from gammapy_cnn.makers import split_in_energy
