@@ -152,8 +152,7 @@ class CNNBackgroundMaker(Maker):
         background[empty] = level[empty, None, None] * mask[empty]
         without_excesses = {}
         for i in np.nonzero(~empty)[0]:
-            background[i] = _fit_to_counts(counts[i], background[i], mask[i])
-            keep = _away_from_excesses(counts[i], background[i], mask[i])
+            background[i], keep = _fit_to_counts(counts[i], background[i], mask[i])
             if not np.array_equal(keep, mask[i]):
                 without_excesses[i] = np.where(keep, counts[i], background[i])
         if without_excesses:
@@ -163,7 +162,7 @@ class CNNBackgroundMaker(Maker):
             pick = list(without_excesses)
             again, _ = self._network_background(np.array(list(without_excesses.values())), mask[pick])
             for i, network_background in zip(pick, again):
-                background[i] = _fit_to_counts(counts[i], network_background, mask[i])
+                background[i], _ = _fit_to_counts(counts[i], network_background, mask[i])
         return background
 
     def _network_background(self, counts, mask):
@@ -437,6 +436,8 @@ def _fit_to_counts(counts, network_background, mask):
     normalisation low (~1% at 1800 s); so after a shape refit the excesses
     are found again with the corrected background and the fit is repeated
     (at most 4 passes, until the excesses no longer change).
+
+    Returns the background and the pixels it was fitted on (outside excesses).
     """
     background, keep = network_background, None
     for _ in range(4):
@@ -445,12 +446,12 @@ def _fit_to_counts(counts, network_background, mask):
             break
         expected = network_background[keep].sum()
         if expected <= 0:
-            return background
+            return background, keep
         background = network_background * (counts[keep].sum() / expected)
         background, reshaped = _refit_shape(counts, background, keep)
         if not reshaped:
             break
-    return background
+    return background, keep
 
 
 #: Largest |log| of the shape correction factor (a factor of ~22000): a fit that wants more

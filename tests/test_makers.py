@@ -132,7 +132,7 @@ def test_refit_to_counts_is_not_biased_by_the_excesses_a_wrong_shape_makes():
     # the network's shape alone makes spurious 5 sigma "excesses" in an empty field...
     assert not _away_from_excesses(counts, network, mask).all()
     # ...which must not pull the refit normalisation low (one pass: -0.5%)
-    out = _fit_to_counts(counts, network, mask)
+    out, _ = _fit_to_counts(counts, network, mask)
     assert abs(out.sum() / counts.sum() - 1) < 0.002
     assert _away_from_excesses(counts, out, mask).mean() > 0.995  # the noise's own 5 sigma remain
 
