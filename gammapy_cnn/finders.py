@@ -87,6 +87,12 @@ def _per_energy(data, dataset, grid):
     return np.array([grid.to_native(image) for image in data], dtype=np.float32)
 
 
+def _on_valid_pixel(mask, x, y):
+    """Whether (x, y) lies on the map, in a valid pixel."""
+    ix, iy = int(np.rint(x)), int(np.rint(y))
+    return bool(0 <= ix < mask.shape[1] and 0 <= iy < mask.shape[0] and mask[iy, ix])
+
+
 def _with_significance_peaks(peaks, counts, background, mask, significance=SIGNIFICANCE_RULE):
     """Candidates to refine: the heatmap peaks (x, y, score; the best within `MERGE_RADIUS`
     of each other), then the peaks of the significance of ``counts`` over ``background``
@@ -518,13 +524,12 @@ class CNNSourceFinder(Estimator):
             fit = fit_source(cube, background_cube, px, py, radius, min_ts=min_ts)
             row.update(significance=np.sqrt(fit["ts"]), excess=fit["amplitude"],
                        pos_err=fit["pos_err"] * binsz * self.pos_err_scale)
-            on_map = (-0.5 <= fit["x"] <= mask.shape[1] - 0.5 and -0.5 <= fit["y"] <= mask.shape[0] - 0.5)
-            if on_map and np.hypot(fit["x"] - px, fit["y"] - py) < radius / 2 - 0.5:
+            if _on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) < radius / 2 - 0.5:
                 row.update(x=fit["x"], y=fit["y"])
             ext = fit_extension(counts_image, background_image, row["x"], row["y"], psf_sigma, radius, binsz)
             row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])
-            on_map = (0 <= ext["x"] <= mask.shape[1] - 1 and 0 <= ext["y"] <= mask.shape[0] - 1)
-            if ext["ts_ext"] >= EXTENDED_TS and on_map:
+            # the centroid of a large source may fall where the map is masked: then the peak stays
+            if ext["ts_ext"] >= EXTENDED_TS and _on_valid_pixel(mask, ext["x"], ext["y"]):
                 row.update(x=ext["x"], y=ext["y"], significance=np.sqrt(ext["ts"]), excess=ext["amplitude"],
                            pos_err=ext["pos_err"] * binsz * self.pos_err_scale)
             rows.append(row)

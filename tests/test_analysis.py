@@ -149,6 +149,9 @@ def test_cnn_1d_needs_an_on_region_and_no_exclusion():
 def test_analysis_accepts_plain_config_and_checks_steps():
     analysis = CNNAnalysis(AnalysisConfig())
     assert isinstance(analysis.config, CNNAnalysisConfig)
+    assert analysis.config.datasets.type == "1d"  # gammapy's default: no map to search
+    assert analysis.default_steps == ["observations", "datasets"]
+    analysis.config.datasets.type = "3d"
     assert analysis.default_steps == ["observations", "datasets", "find-sources"]
     with pytest.raises(ValueError, match="unknown analysis step.*'find-source'"):
         analysis.run(["observations", "find-source"])
@@ -233,8 +236,9 @@ def test_hess_fit_with_cnn_background(crab_analysis):
 def test_hess_write_atomic(crab_analysis, tmp_path):
     out = tmp_path / "products"
     paths = crab_analysis.write(out)
+    # the candidates' seed models, and the analysis' models (gammapy's; none before a fit)
     assert set(paths) == {"config", "datasets", "dataset_stacked", "candidates", "regions",
-                          "models", "summary"}
+                          "models", "summary"} | ({"fitted_models"} if len(crab_analysis.models) else set())
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
     table = Table.read(paths["candidates"])

@@ -364,7 +364,8 @@ class CNNAnalysis(Analysis):
         if self.candidates is not None:
             names.update(candidates="candidates.ecsv", regions="candidates.reg",
                          models="candidate_models.yaml")
-        if self.models is not None:
+        models = self.models
+        if models is not None and len(models):
             names["fitted_models"] = "models.yaml"
         if self.flux_points is not None:
             names["flux_points"] = "flux_points.ecsv"
@@ -383,8 +384,8 @@ class CNNAnalysis(Analysis):
                 write_ds9(self.candidates, tmp / names["regions"])
                 self.candidate_models.write(tmp / names["models"], overwrite=True,
                                             write_covariance=False)
-            if self.models is not None:
-                self.models.write(tmp / names["fitted_models"], overwrite=True, write_covariance=False)
+            if "fitted_models" in names:
+                models.write(tmp / names["fitted_models"], overwrite=True, write_covariance=False)
             if self.flux_points is not None:
                 self.flux_points.write(tmp / names["flux_points"], format="ecsv")
             if figure:
