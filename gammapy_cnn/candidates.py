@@ -50,7 +50,9 @@ COLUMNS = {
     "score": ("", "network detection score (heatmap peak, 0-1)"),
     "false_alarm_rate": ("", "expected false candidates per 5x5 deg field with a score this high "
                          "(for a candidate kept by the rescue rule: an upper bound)"),
-    "significance": ("", "sqrt(TS) of the local Poisson fit of a source over the CNN background"),
+    "significance": ("", "sqrt(TS) of the local Poisson fit of a source over the CNN background, "
+                         "deflated by the background's systematic error measured in the map "
+                         "(meta background_systematic)"),
     "excess": ("", "fitted source counts"),
     "pos_err": ("deg", "1-sigma position error per axis (the fit's Fisher error times the "
                 "calibrated pos_err_scale)"),

@@ -26,7 +26,13 @@ from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
     empty_candidates_table,
     write_ds9,
 )
-from .makers import CNNBackgroundMaker, split_in_energy, warn_if_wobble_stack
+from .makers import (
+    CNNBackgroundMaker,
+    _away_from_excesses,
+    split_in_energy,
+    systematic_fraction,
+    warn_if_wobble_stack,
+)
 from .networks import ORIGINAL, load_network
 from .preprocessing import (
     FINDER_STRIDE,
@@ -182,6 +188,10 @@ class CNNSourceFinder(Estimator):
     rescue : bool
         Also keep peaks below the threshold whose local fit is significant
         (`rescue_rule`, from the card; networks without it have none). Default True.
+    systematics : bool
+        Include the background's systematic error, measured in the map's
+        source-free part (`~gammapy_cnn.makers.systematic_fraction`), in
+        ``significance`` and so in the detection rules that use it. Default True.
     significance_search : bool
         In joint runs over several datasets, also keep peaks of the stacked
         significance over the CNN background whose local fit reaches
@@ -207,7 +217,8 @@ class CNNSourceFinder(Estimator):
     tag = "CNNSourceFinder"
 
     def __init__(self, network="default", threshold=None, background_network="default", refine=True,
-                 max_candidates=50, pos_err_scale=None, rescue=True, significance_search=True, psf_sigma=None,
+                 max_candidates=50, pos_err_scale=None, rescue=True, systematics=True, significance_search=True,
+                 psf_sigma=None,
                  background=_UNSET):
         if background is not _UNSET:
             if background_network != "default":
@@ -228,6 +239,7 @@ class CNNSourceFinder(Estimator):
             raise ValueError(f"pos_err_scale must be positive, got {pos_err_scale}")
         self._pos_err_scale = pos_err_scale
         self.rescue = bool(rescue)
+        self.systematics = bool(systematics)
         self.significance_search = bool(significance_search)
         self.psf_sigma = None if psf_sigma is None else Angle(to_quantity(psf_sigma, "deg", "psf_sigma",
                                                                           positive=True))
@@ -514,6 +526,11 @@ class CNNSourceFinder(Estimator):
         binsz = NATIVE_BINSZ.to_value("deg")
         radius = FIT_RADIUS.to_value("deg") / binsz
         counts_image, background_image = cube.sum(axis=0), background_cube.sum(axis=0)
+        systematic = 0.0
+        if self.systematics:
+            source_free = _away_from_excesses(counts_image, background_image, mask)
+            source_free &= ~_candidate_discs(mask.shape, xs, ys, radius)
+            systematic = systematic_fraction(counts_image, background_image, source_free)
         rows = []
         for px, py, score in zip(xs, ys, scores):
             row = dict(x=px, y=py, score=float(score))
@@ -532,6 +549,12 @@ class CNNSourceFinder(Estimator):
             if ext["ts_ext"] >= EXTENDED_TS and _on_valid_pixel(mask, ext["x"], ext["y"]):
                 row.update(x=ext["x"], y=ext["y"], significance=np.sqrt(ext["ts"]), excess=ext["amplitude"],
                            pos_err=ext["pos_err"] * binsz * self.pos_err_scale)
+            if systematic > 0:
+                # B (1 +- eps) under the source: Poisson variance B plus (eps B)^2
+                size = 2 * max(psf_sigma, row["extension"] / binsz if row["ts_ext"] >= EXTENDED_TS else 0)
+                under = background_image[_candidate_discs(mask.shape, [row["x"]], [row["y"]], size)].sum()
+                row["significance"] /= np.sqrt(1 + systematic**2 * under)
+            row["background_systematic"] = systematic
             rows.append(row)
         return self._accepted(rows, mask.shape, rescue, min_significance)
 
@@ -557,6 +580,8 @@ class CNNSourceFinder(Estimator):
         meta = dict(network=str(self.network), threshold=self.threshold)
         if not rows:
             return _make_table(meta=meta)
+        if "background_systematic" in rows[0]:
+            meta["background_systematic"] = rows[0]["background_systematic"]
         image = geom.to_image()
         x_in, y_in = grid.pix_from_native(np.array([r["x"] for r in rows]),
                                           np.array([r["y"] for r in rows]))

@@ -27,7 +27,8 @@ from .runs import (
 )
 from .utils import NATIVE_BINSZ, NATIVE_NPIX
 
-__all__ = ["CNNBackgroundMaker", "WobbleStackWarning", "split_in_energy", "warn_if_wobble_stack"]
+__all__ = ["CNNBackgroundMaker", "WobbleStackWarning", "split_in_energy", "systematic_fraction",
+           "warn_if_wobble_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -610,6 +611,43 @@ def split_in_energy(background, cube, counts, mask, exclude=None, centre=None, s
         total = split.sum(axis=0)
         split *= np.divide(background, total, out=np.zeros_like(total), where=total > 0)[None]
     return split
+
+
+def systematic_fraction(counts, background, keep, block=8):
+    """Fractional systematic error of a background image, measured in its source-free part.
+
+    On ``block`` x ``block`` pixel blocks (0.2 deg on native pixels, the PSF
+    scale) lying wholly in ``keep``, the scatter of counts minus background
+    beyond Poisson, sum((N - B)^2 - B), is compared with sum(B^2): its ratio
+    is the variance of a fractional error ``eps`` of the background (``B`` ->
+    ``B (1 +- eps)``). The excess scatter is first reduced by twice its
+    Poisson standard error, sqrt(sum(2 B^2 + B)), so that a background right
+    within Poisson noise gives 0, not a noise-driven positive value.
+
+    Parameters
+    ----------
+    counts, background : `~numpy.ndarray`
+        (ny, nx) energy-integrated counts and background.
+    keep : `~numpy.ndarray`
+        (ny, nx) bool, valid pixels away from sources.
+
+    Returns
+    -------
+    eps : float
+        0 when the scatter is Poisson (or too few blocks, < 10).
+    """
+    ny, nx = counts.shape
+    by, bx = ny // block, nx // block
+
+    def blocks(image):
+        return image[: by * block, : bx * block].reshape(by, block, bx, block).sum(axis=(1, 3)).ravel()
+
+    whole = blocks(keep.astype(float)) == block * block
+    n, b = blocks(counts * keep)[whole], blocks(background * keep)[whole]
+    if len(b) < 10 or not np.sum(b**2) > 0:
+        return 0.0
+    excess = np.sum((n - b) ** 2 - b) - 2 * np.sqrt(np.sum(2 * b**2 + b))
+    return float(np.sqrt(max(excess, 0.0) / np.sum(b**2)))
 
 
 MAKER_REGISTRY.append(CNNBackgroundMaker)

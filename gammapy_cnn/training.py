@@ -616,6 +616,8 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
         n_true_candidates_above_threshold=int(above.sum()),
         pos_err_scale=float(np.percentile(ratio, 68)) if len(ratio) else 1.0,
         psf_sigma_deg=psf_sigma,
+        # significances (and so the rescue rule) include the background's systematic error
+        systematics=finder.systematics,
     )
     if rescue_significance is not None:
         def in_rescue_zone(scores, significance):

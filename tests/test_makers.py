@@ -189,6 +189,21 @@ def test_energy_split_follows_each_bins_own_shape():
     assert not np.allclose(shifted, out)
 
 
+def test_systematic_fraction_finds_a_wrong_background_and_not_noise():
+    from gammapy_cnn.makers import systematic_fraction
+
+    rng = np.random.default_rng(4)
+    truth = np.full((160, 160), 5.0)  # 320 counts per 0.2 deg block
+    keep = np.ones(truth.shape, bool)
+    keep[70:90, 70:90] = False  # a source left out
+    counts = rng.poisson(truth).astype(float)
+    assert systematic_fraction(counts, truth, keep) < 0.01  # Poisson: nothing beyond it
+    # a background wrong by +-5% from block to block (smooth on the 0.2 deg scale)
+    wrong = truth * (1 + 0.05 * np.kron(rng.choice([-1, 1], (20, 20)), np.ones((8, 8))))
+    assert systematic_fraction(counts, wrong, keep) == pytest.approx(0.05, rel=0.25)
+    assert systematic_fraction(counts, wrong, np.zeros(truth.shape, bool)) == 0.0  # no block left
+
+
 def test_one_energy_split_rule():
     """Excesses and excluded pixels are left out of the spectrum; nothing left: all valid pixels."""
     from gammapy_cnn.makers import split_in_energy
