@@ -20,7 +20,7 @@ from gammapy.datasets import Datasets, MapDataset, MapDatasetOnOff
 from gammapy.estimators import ExcessMapEstimator
 
 from ..finders import CandidateCatalog, CNNSourceFinder, write_ds9
-from ..makers import CNNBackgroundMaker
+from ..makers import CNNBackgroundMaker, _away_from_excesses, systematic_fraction
 from ..utils import atomic_directory
 from .config import CNNAnalysisConfig
 from .fitting import fit_candidates
@@ -269,7 +269,11 @@ class CNNAnalysis(Analysis):
         `~gammapy.estimators.ExcessMapEstimator` with the ``excess_map``
         settings of the config (``correlation_radius``, ``parameters``), over
         the dataset's background (or a CNN background when the dataset has
-        none), integrated over the energy range.
+        none), integrated over the energy range. It includes the background's
+        systematic error measured in the map's source-free part
+        (`~gammapy_cnn.makers.systematic_fraction`, ``eps``): sqrt_ts / sqrt(1 +
+        eps^2 B), with B the background in the correlation circle; eps is 0
+        when Poisson noise explains the counts.
 
         Parameters
         ----------
@@ -281,7 +285,17 @@ class CNNAnalysis(Analysis):
         settings = self.config.excess_map
         estimator = ExcessMapEstimator(correlation_radius=settings.correlation_radius,
                                        **settings.parameters)
-        return _plane(estimator.run(dataset)["sqrt_ts"])
+        result = estimator.run(dataset)
+        sqrt_ts = _plane(result["sqrt_ts"])
+        counts = _plane(energy_integrated_image(dataset.counts, dataset.mask_safe)).data
+        background = _plane(energy_integrated_image(_background_cube(dataset), dataset.mask_safe)).data
+        valid = (np.ones(counts.shape, bool) if dataset.mask_safe is None
+                 else _plane(energy_integrated_image(dataset.mask_safe)).data > 0)
+        eps = systematic_fraction(counts, background, _away_from_excesses(counts, background, valid))
+        sqrt_ts.meta = dict(sqrt_ts.meta or {}, background_systematic=eps)
+        if eps > 0:
+            sqrt_ts.data = sqrt_ts.data / np.sqrt(1 + eps**2 * _plane(result["npred_background"]).data)
+        return sqrt_ts
 
     def plot_summary(self, figsize=(16, 5.2)):
         """Counts, background and significance of the stacked dataset, candidates marked.
