@@ -151,11 +151,12 @@ class CNNBackgroundMaker(Maker):
         # flat at the prior level (half a count over the valid pixels).
         empty = counts.sum(axis=(1, 2)) == 0
         background[empty] = level[empty, None, None] * mask[empty]
-        without_excesses = {}
+        without_excesses, kept = {}, {}
         for i in np.nonzero(~empty)[0]:
-            background[i], keep = _fit_to_counts(counts[i], background[i], mask[i])
-            if not np.array_equal(keep, mask[i]):
-                without_excesses[i] = np.where(keep, counts[i], background[i])
+            background[i], kept[i] = _fit_to_counts(counts[i], background[i], mask[i])
+            left_out = mask[i].sum() - kept[i].sum()
+            if 0 < left_out <= MAX_FILLED_FRACTION * mask[i].sum():
+                without_excesses[i] = np.where(kept[i], counts[i], background[i])
         if without_excesses:
             # The network discounts a large source only in part (a 0.5 deg Gaussian:
             # ~2% too much background under it), so it sees those maps once more with
@@ -163,7 +164,10 @@ class CNNBackgroundMaker(Maker):
             pick = list(without_excesses)
             again, _ = self._network_background(np.array(list(without_excesses.values())), mask[pick])
             for i, network_background in zip(pick, again):
-                background[i], _ = _fit_to_counts(counts[i], network_background, mask[i])
+                second, keep = _fit_to_counts(counts[i], network_background, mask[i])
+                # a second look that finds more "excess" explains the counts worse: keep the first
+                if keep.sum() >= 0.9 * kept[i].sum():
+                    background[i] = second
         return background
 
     def _network_background(self, counts, mask):
@@ -408,6 +412,10 @@ def _smoothed_excess(counts, background, mask):
     return gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
 
 
+#: Largest fraction of a map's valid pixels that the second network pass fills in: more
+#: "excess" than that is a background shape the network got wrong (an unknown
+#: instrument's acceptance), not sources, and filling it would feed the error back.
+MAX_FILLED_FRACTION = 0.4
 #: Smoothing widths (pixels: 0.1 and 0.3 deg) at which excesses are looked for: the
 #: second finds extended sources whose surface brightness is below the first's reach.
 EXCESS_SCALES = (4.0, 12.0)
