@@ -14,6 +14,7 @@ from gammapy.estimators import ESTIMATOR_REGISTRY
 from gammapy.estimators.core import Estimator
 from scipy.ndimage import gaussian_filter, maximum_filter
 
+from .background import away_from_excesses, split_in_energy, systematic_fraction
 from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
     _R68_FACTOR,
     COLUMNS,
@@ -26,13 +27,7 @@ from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
     empty_candidates_table,
     write_ds9,
 )
-from .makers import (
-    CNNBackgroundMaker,
-    _away_from_excesses,
-    split_in_energy,
-    systematic_fraction,
-    warn_if_wobble_stack,
-)
+from .makers import CNNBackgroundMaker, warn_if_wobble_stack
 from .networks import ORIGINAL, load_network
 from .preprocessing import (
     FINDER_STRIDE,
@@ -190,7 +185,7 @@ class CNNSourceFinder(Estimator):
         (`rescue_rule`, from the card; networks without it have none). Default True.
     systematics : bool
         Include the background's systematic error, measured in the map's
-        source-free part (`~gammapy_cnn.makers.systematic_fraction`), in
+        source-free part (`~gammapy_cnn.background.systematic_fraction`), in
         ``significance`` and so in the detection rules that use it. Default True.
     significance_search : bool
         In joint runs over several datasets, also keep peaks of the stacked
@@ -528,7 +523,7 @@ class CNNSourceFinder(Estimator):
         counts_image, background_image = cube.sum(axis=0), background_cube.sum(axis=0)
         systematic = 0.0
         if self.systematics:
-            source_free = _away_from_excesses(counts_image, background_image, mask)
+            source_free = away_from_excesses(counts_image, background_image, mask)
             source_free &= ~_candidate_discs(mask.shape, xs, ys, radius)
             systematic = systematic_fraction(counts_image, background_image, source_free)
         rows = []

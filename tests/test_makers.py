@@ -101,7 +101,7 @@ def _acceptances(amplitude):
 
 
 def test_shape_refit_follows_the_counts_only_when_they_demand_it():
-    from gammapy_cnn.makers import _refit_shape
+    from gammapy_cnn.background import refit_shape
 
     rng = np.random.default_rng(4)
     network, truth_shape, inside = _acceptances(0.08)
@@ -110,7 +110,7 @@ def test_shape_refit_follows_the_counts_only_when_they_demand_it():
         truth = level * truth_shape
         counts = rng.poisson(truth).astype(float)
         start = network * counts.sum() / network.sum()
-        out, reshaped = _refit_shape(counts, start, keep)
+        out, reshaped = refit_shape(counts, start, keep)
         assert reshaped == corrected
         error_before = np.sqrt(np.mean((start / truth - 1)[inside] ** 2))
         error_after = np.sqrt(np.mean((out / truth - 1)[inside] ** 2))
@@ -121,7 +121,7 @@ def test_shape_refit_follows_the_counts_only_when_they_demand_it():
 
 
 def test_refit_to_counts_is_not_biased_by_the_excesses_a_wrong_shape_makes():
-    from gammapy_cnn.makers import _away_from_excesses, _fit_to_counts
+    from gammapy_cnn.background import away_from_excesses, fit_to_counts
 
     rng = np.random.default_rng(5)
     network, truth_shape, inside = _acceptances(0.15)
@@ -130,11 +130,11 @@ def test_refit_to_counts_is_not_biased_by_the_excesses_a_wrong_shape_makes():
     mask = np.ones(counts.shape, bool)
     network = network * counts.sum() / network.sum()  # the network predicts the level too
     # the network's shape alone makes spurious 5 sigma "excesses" in an empty field...
-    assert not _away_from_excesses(counts, network, mask).all()
+    assert not away_from_excesses(counts, network, mask).all()
     # ...which must not pull the refit normalisation low (one pass: -0.5%)
-    out, _ = _fit_to_counts(counts, network, mask)
+    out, _ = fit_to_counts(counts, network, mask)
     assert abs(out.sum() / counts.sum() - 1) < 0.002
-    assert _away_from_excesses(counts, out, mask).mean() > 0.995  # the noise's own 5 sigma remain
+    assert away_from_excesses(counts, out, mask).mean() > 0.995  # the noise's own 5 sigma remain
 
 
 def test_original_network_and_its_former_name_seed():
@@ -151,7 +151,7 @@ def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():
     """All counts in one block of a flat background: the fit runs away; no warning, shape kept."""
     import warnings
 
-    from gammapy_cnn.makers import _refit_shape
+    from gammapy_cnn.background import refit_shape
 
     for i in range(20):
         rng = np.random.default_rng(i)
@@ -161,7 +161,7 @@ def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():
         background = np.full((64, 64), rng.uniform(1e-3, 1))
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
-            out, reshaped = _refit_shape(counts, background, np.ones((64, 64), bool))
+            out, reshaped = refit_shape(counts, background, np.ones((64, 64), bool))
         assert np.all(np.isfinite(out))
         if not reshaped:
             assert out is background
@@ -169,7 +169,7 @@ def test_shape_refit_never_overflows_and_a_failed_fit_keeps_the_shape():
 
 def test_energy_split_follows_each_bins_own_shape():
     """At high statistics a bin whose acceptance differs from the image's gets its own shape."""
-    from gammapy_cnn.makers import split_in_energy
+    from gammapy_cnn.background import split_in_energy
 
     rng = np.random.default_rng(2)
     y, x = (np.mgrid[:96, :96] - 47.5) / 48
@@ -190,7 +190,7 @@ def test_energy_split_follows_each_bins_own_shape():
 
 
 def test_systematic_fraction_finds_a_wrong_background_and_not_noise():
-    from gammapy_cnn.makers import systematic_fraction
+    from gammapy_cnn.background import systematic_fraction
 
     rng = np.random.default_rng(4)
     truth = np.full((160, 160), 5.0)  # 320 counts per 0.2 deg block
@@ -206,7 +206,7 @@ def test_systematic_fraction_finds_a_wrong_background_and_not_noise():
 
 def test_one_energy_split_rule():
     """Excesses and excluded pixels are left out of the spectrum; nothing left: all valid pixels."""
-    from gammapy_cnn.makers import split_in_energy
+    from gammapy_cnn.background import split_in_energy
 
     rng = np.random.default_rng(1)
     background = np.full((64, 64), 4.0)

@@ -19,8 +19,9 @@ from gammapy.analysis import Analysis, AnalysisConfig
 from gammapy.datasets import Datasets, MapDataset, MapDatasetOnOff
 from gammapy.estimators import ExcessMapEstimator
 
+from ..background import away_from_excesses, systematic_fraction
 from ..finders import CandidateCatalog, CNNSourceFinder, write_ds9
-from ..makers import CNNBackgroundMaker, _away_from_excesses, systematic_fraction
+from ..makers import CNNBackgroundMaker
 from ..utils import atomic_directory
 from .config import CNNAnalysisConfig
 from .fitting import fit_candidates
@@ -271,7 +272,7 @@ class CNNAnalysis(Analysis):
         the dataset's background (or a CNN background when the dataset has
         none), integrated over the energy range. It includes the background's
         systematic error measured in the map's source-free part
-        (`~gammapy_cnn.makers.systematic_fraction`, ``eps``): sqrt_ts / sqrt(1 +
+        (`~gammapy_cnn.background.systematic_fraction`, ``eps``): sqrt_ts / sqrt(1 +
         eps^2 B), with B the background in the correlation circle; eps is 0
         when Poisson noise explains the counts.
 
@@ -291,7 +292,7 @@ class CNNAnalysis(Analysis):
         background = _plane(energy_integrated_image(_background_cube(dataset), dataset.mask_safe)).data
         valid = (np.ones(counts.shape, bool) if dataset.mask_safe is None
                  else _plane(energy_integrated_image(dataset.mask_safe)).data > 0)
-        eps = systematic_fraction(counts, background, _away_from_excesses(counts, background, valid))
+        eps = systematic_fraction(counts, background, away_from_excesses(counts, background, valid))
         sqrt_ts.meta = dict(sqrt_ts.meta or {}, background_systematic=eps)
         if eps > 0:
             sqrt_ts.data = sqrt_ts.data / np.sqrt(1 + eps**2 * _plane(result["npred_background"]).data)

@@ -1,0 +1,260 @@
+"""The background's statistics: how a network estimate meets the counts.
+
+The rules `~gammapy_cnn.CNNBackgroundMaker` and `~gammapy_cnn.CNNSourceFinder`
+share, in one home: which pixels are source-free (`away_from_excesses`), the
+normalisation and shape refits to the counts (`fit_to_counts`, `refit_shape`),
+the split of an energy-integrated background over energy bins
+(`split_in_energy`) and the systematic error measured in a map
+(`systematic_fraction`). Plain numpy arrays on one pixel grid; no network, no
+gammapy object.
+"""
+
+import numpy as np
+from scipy.ndimage import binary_dilation, gaussian_filter
+
+__all__ = ["away_from_excesses", "fit_to_counts", "refit_shape", "split_in_energy", "systematic_fraction"]
+
+#: Pixels whose smoothed excess exceeds this significance are left out of the
+#: background's energy spectrum.
+SOURCE_MASK_SIGNIFICANCE = 5.0
+
+#: Smoothing widths (pixels: 0.1 and 0.3 deg) at which excesses are looked for: the
+#: second finds extended sources whose surface brightness is below the first's reach.
+EXCESS_SCALES = (4.0, 12.0)
+
+
+def away_from_excesses(counts, background, mask):
+    """Valid pixels outside significant excesses at any of `EXCESS_SCALES`, each widened by its scale."""
+    source = np.zeros(mask.shape, bool)
+    for sigma in EXCESS_SCALES:
+        excess = gaussian_filter((counts - background) * mask, sigma)
+        # the background is smooth on 0.2 deg cells: its own smoothing would change nothing
+        noise = np.sqrt(np.maximum(background, 1e-3) / (4 * np.pi * sigma**2))
+        source |= binary_dilation(excess / noise > SOURCE_MASK_SIGNIFICANCE, iterations=int(sigma))
+    keep = mask & ~source
+    return keep if keep.any() else mask
+
+
+def fit_to_counts(counts, network_background, mask):
+    """Refit the network's background to the counts away from significant excesses.
+
+    The network gives the shape; the level of its training maps held sources
+    it learnt to discount on average (~4% too low on empty fields), so the
+    normalisation is refit to the counts away from significant excesses, as
+    `~gammapy.makers.FoVBackgroundMaker` does with a template, and the shape
+    too when the counts demand it (`refit_shape`). A wrong shape makes
+    spurious "excesses" that the first pass leaves out, which biases the
+    normalisation low (~1% at 1800 s); so after a shape refit the excesses
+    are found again with the corrected background and the fit is repeated
+    (at most 4 passes, until the excesses no longer change).
+
+    Returns the background and the pixels it was fitted on (outside excesses).
+    """
+    background, keep = network_background, None
+    for _ in range(4):
+        previous, keep = keep, away_from_excesses(counts, background, mask)
+        if previous is not None and np.array_equal(keep, previous):
+            break
+        expected = network_background[keep].sum()
+        if expected <= 0:
+            return background, keep
+        background = network_background * (counts[keep].sum() / expected)
+        background, reshaped = refit_shape(counts, background, keep)
+        if not reshaped:
+            break
+    return background, keep
+
+
+#: Largest |log| of the shape correction factor (a factor of ~22000): a fit that wants more
+#: has failed (e.g. on random, structureless maps) and the network's shape is kept.
+MAX_LOG_FACTOR = 10.0
+#: Knots of the radial part of the shape correction, in units of the map's half-width.
+_SHAPE_KNOTS = np.array([0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5])
+
+
+def _shape_basis(x, y):
+    """Piecewise-linear functions of the radius (a partition of unity) plus a gradient."""
+    r = np.hypot(x, y)
+    unit = np.eye(len(_SHAPE_KNOTS))
+    return np.stack([np.interp(r, _SHAPE_KNOTS, u) for u in unit] + [x, y])
+
+
+def refit_shape(counts, background, keep, block=8, min_delta_ts=25.0, centre=None):
+    """Correct the background shape by a smooth factor when the counts demand it.
+
+    The factor is ``exp(f(r) + c_x x + c_y y)``, with ``f`` piecewise linear
+    in the distance ``r`` from the map centre (knots every 0.2 half-widths,
+    so every 0.5 deg on a 5 deg map) and ``x, y`` the position relative to
+    the centre in half-widths: a radial acceptance and a gradient, the
+    freedom `~gammapy.makers.FoVBackgroundMaker` users add with spatial
+    models. It is fitted by Poisson likelihood to the counts outside
+    excesses on ``block``-pixel blocks and applied only when it improves the
+    fit by ``2 dlogL >= min_delta_ts`` over the plain normalisation: at high
+    statistics (long exposures, an instrument whose acceptance differs from
+    the training ones) the data fix the shape; at low statistics the
+    network's shape is kept. So it is when the fit fails (singular
+    system, non-finite values, a factor beyond ``exp(MAX_LOG_FACTOR)``): the
+    Newton steps work on the clipped exponent, so no map overflows.
+    ``centre`` is the (x, y) pixel of the pointing, the centre of the radial
+    part (default: the map centre).
+
+    Returns
+    -------
+    background : `~numpy.ndarray`
+        The corrected (or the given) background.
+    reshaped : bool
+        Whether the correction was applied.
+    """
+    ny, nx = counts.shape
+    by, bx = ny // block, nx // block
+    if by < 3 or bx < 3:
+        return background, False
+    crop = (slice(0, by * block), slice(0, bx * block))
+
+    def blocks(image):
+        return image[crop].reshape(by, block, bx, block).sum(axis=(1, 3)).ravel()
+
+    n = blocks(counts * keep)
+    b = blocks(background * keep)
+    valid = b > 0
+    if n[valid].sum() < 100:
+        return background, False
+    # positions in half-widths of the blocks' span, from the centre (pixel coordinates)
+    cx, cy = ((bx * block - 1) / 2, (by * block - 1) / 2) if centre is None else centre
+    yb, xb = np.mgrid[:by, :bx]
+    design = _shape_basis((((xb + 0.5) * block - 0.5 - cx) / (bx * block / 2)).ravel(),
+                          (((yb + 0.5) * block - 0.5 - cy) / (by * block / 2)).ravel())
+    design, n, b = design[:, valid], n[valid], b[valid]
+    # A weak curvature penalty on the radial part lets knots with no block left
+    # (masked, or inside an excess) follow their neighbours; it does not move
+    # knots the counts constrain (their Fisher information is thousands).
+    k = len(_SHAPE_KNOTS)
+    second_difference = np.zeros((k - 2, len(design)))
+    for i in range(k - 2):
+        second_difference[i, i : i + 3] = (1, -2, 1)
+    penalty = 10.0 * second_difference.T @ second_difference + 1e-6 * np.eye(len(design))
+    params = np.zeros(len(design))
+    try:
+        for _ in range(30):  # Newton steps of the penalised Poisson log-likelihood (concave)
+            # in log space, the exponent clipped: a random map must not overflow exp
+            mu = b * np.exp(np.clip(params @ design, -MAX_LOG_FACTOR, MAX_LOG_FACTOR))
+            step = np.linalg.solve((design * mu) @ design.T + penalty,
+                                   design @ (n - mu) - penalty @ params)
+            params += step
+            if not np.all(np.isfinite(params)) or np.abs(step).max() < 1e-6:
+                break
+    except np.linalg.LinAlgError:
+        return background, False
+    log_factor = params @ design
+    # a factor beyond the clip is no acceptance correction but a failed fit: keep the network's shape
+    if not np.all(np.isfinite(log_factor)) or np.abs(log_factor).max() >= MAX_LOG_FACTOR:
+        return background, False
+    # the likelihood gain over the plain normalisation mu0 (already applied up to rounding),
+    # with log(mu / mu0) = log_factor - log(norm) so that no ratio of tiny numbers is formed
+    mu = b * np.exp(log_factor)
+    norm = n.sum() / b.sum()
+    delta_ts = 2 * np.sum(n * (log_factor - np.log(norm)) - (mu - b * norm))
+    if not np.isfinite(delta_ts) or delta_ts < min_delta_ts:
+        return background, False
+    x = ((np.arange(nx) - cx) / (bx * block / 2))[None, :]
+    y = ((np.arange(ny) - cy) / (by * block / 2))[:, None]
+    k = len(_SHAPE_KNOTS)  # sum of tents weighted by their parameters = interpolation of them
+    log_factor = (np.interp(np.hypot(x, y), _SHAPE_KNOTS, params[:k])
+                  + params[k] * x + params[k + 1] * y)
+    # outside the blocks' range (the map's corners) the gradient extrapolates: bound it too
+    log_factor = np.clip(log_factor, -MAX_LOG_FACTOR, MAX_LOG_FACTOR)
+    return background * np.exp(log_factor), True
+
+
+def split_in_energy(background, cube, counts, mask, exclude=None, centre=None, safe=None):
+    """The background image split in energy like the counts away from sources.
+
+    The one rule for which pixels make the spectrum: the valid pixels
+    (``mask``) outside significant excesses (smoothed excess above
+    `SOURCE_MASK_SIGNIFICANCE`, widened by 4 pixels; `away_from_excesses`)
+    and outside ``exclude`` (e.g. the discs of known candidates). When that
+    leaves no pixel, all valid ones are used; with no counts there, the
+    spectrum is flat (the estimate is ~0 anyway).
+
+    The camera acceptance widens with energy, so one spatial shape does not
+    fit every bin: where a bin's counts demand it (`refit_shape`: likelihood
+    gain >= 25, i.e. long exposures), its share gets its own smooth factor
+    (radial about ``centre``, the pointing's pixel, plus a gradient), and the
+    bins are then rescaled pixel by pixel so that their sum stays
+    ``background``: the image fixes the total, the bins how it splits in
+    energy.
+
+    Parameters
+    ----------
+    background : `~numpy.ndarray`
+        (ny, nx) energy-integrated background.
+    cube : `~numpy.ndarray`
+        (n_energy, ny, nx) counts per energy bin (inside the safe mask).
+    counts, mask : `~numpy.ndarray`
+        (ny, nx) energy-integrated counts and validity mask.
+    exclude : `~numpy.ndarray`, optional
+        (ny, nx) bool, pixels to leave out as well.
+    centre : tuple of float, optional
+        (x, y) pixel of the pointing. Default: the map centre.
+    safe : `~numpy.ndarray`, optional
+        (n_energy, ny, nx) bool, where each bin's counts are valid (``cube``
+        is zero elsewhere). Default: everywhere.
+
+    Returns
+    -------
+    background : `~numpy.ndarray`
+        (n_energy, ny, nx).
+    """
+    keep = away_from_excesses(counts, background, mask)
+    if exclude is not None and (keep & ~exclude).any():
+        keep = keep & ~exclude
+    per_energy = np.asarray(cube, float).reshape(len(cube), -1) @ keep.ravel().astype(float)
+    total = per_energy.sum()
+    fractions = per_energy / total if total > 0 else np.full(len(cube), 1 / len(cube))
+    split = background[None] * fractions[:, None, None]
+    reshaped = False
+    for i, counts_bin in enumerate(np.asarray(cube, float)):
+        valid = keep if safe is None else keep & safe[i]
+        split[i], changed = refit_shape(counts_bin, split[i], valid, centre=centre)
+        reshaped |= changed
+    if reshaped:
+        total = split.sum(axis=0)
+        split *= np.divide(background, total, out=np.zeros_like(total), where=total > 0)[None]
+    return split
+
+
+def systematic_fraction(counts, background, keep, block=8):
+    """Fractional systematic error of a background image, measured in its source-free part.
+
+    On ``block`` x ``block`` pixel blocks (0.2 deg on native pixels, the PSF
+    scale) lying wholly in ``keep``, the scatter of counts minus background
+    beyond Poisson, sum((N - B)^2 - B), is compared with sum(B^2): its ratio
+    is the variance of a fractional error ``eps`` of the background (``B`` ->
+    ``B (1 +- eps)``). The excess scatter is first reduced by twice its
+    Poisson standard error, sqrt(sum(2 B^2 + B)), so that a background right
+    within Poisson noise gives 0, not a noise-driven positive value.
+
+    Parameters
+    ----------
+    counts, background : `~numpy.ndarray`
+        (ny, nx) energy-integrated counts and background.
+    keep : `~numpy.ndarray`
+        (ny, nx) bool, valid pixels away from sources.
+
+    Returns
+    -------
+    eps : float
+        0 when the scatter is Poisson (or too few blocks, < 10).
+    """
+    ny, nx = counts.shape
+    by, bx = ny // block, nx // block
+
+    def blocks(image):
+        return image[: by * block, : bx * block].reshape(by, block, bx, block).sum(axis=(1, 3)).ravel()
+
+    whole = blocks(keep.astype(float)) == block * block
+    n, b = blocks(counts * keep)[whole], blocks(background * keep)[whole]
+    if len(b) < 10 or not np.sum(b**2) > 0:
+        return 0.0
+    excess = np.sum((n - b) ** 2 - b) - 2 * np.sqrt(np.sum(2 * b**2 + b))
+    return float(np.sqrt(max(excess, 0.0) / np.sum(b**2)))
