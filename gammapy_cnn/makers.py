@@ -151,8 +151,7 @@ class CNNBackgroundMaker(Maker):
         without_excesses, kept = {}, {}
         for i in np.nonzero(~empty)[0]:
             background[i], kept[i] = fit_to_counts(counts[i], background[i], mask[i])
-            left_out = mask[i].sum() - kept[i].sum()
-            if 0 < left_out <= MAX_FILLED_FRACTION * mask[i].sum():
+            if kept[i].sum() < mask[i].sum():
                 without_excesses[i] = np.where(kept[i], counts[i], background[i])
         if without_excesses:
             # The network discounts a large source only in part (a 0.5 deg Gaussian:
@@ -409,8 +408,4 @@ def _smoothed_excess(counts, background, mask):
     return gaussian_filter((counts - background) * mask, sigma=sigma, mode="constant")
 
 
-#: Largest fraction of a map's valid pixels that the second network pass fills in: more
-#: "excess" than that is a background shape the network got wrong (an unknown
-#: instrument's acceptance), not sources, and filling it would feed the error back.
-MAX_FILLED_FRACTION = 0.4
 MAKER_REGISTRY.append(CNNBackgroundMaker)
