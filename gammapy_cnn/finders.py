@@ -39,7 +39,7 @@ from .preprocessing import (
     pad,
 )
 from .profiles import KING_GAMMA, fit_extension, fit_source, king_sigma_from_r68  # noqa: F401
-from .runs import as_dataset_list, common_geom, dataset_pointing, reproject_counts, run_geom
+from .runs import as_dataset_list, common_geom, dataset_pointing, reproject_counts, reproject_mask, run_geom
 from .utils import NATIVE_BINSZ, NATIVE_NPIX, to_quantity
 
 __all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "empty_candidates_table", "write_ds9"]
@@ -400,8 +400,7 @@ class CNNSourceFinder(Estimator):
             stacked, _ = reproject_counts(counts, source, image)
             cube += stacked
             background_cube += reproject_counts(background, source, image)[0]
-            valid, coverage = reproject_counts(safe.any(axis=0).astype(float), source, image)
-            mask |= (coverage > 0.5) & (valid > 0.5 * coverage)
+            mask |= reproject_mask(safe.any(axis=0), source, image)
             peaks += self._run_peaks(network, dataset, image)
         if not cube.any():
             return self._table([], geom, NativeGrid(geom))
@@ -422,8 +421,7 @@ class CNNSourceFinder(Estimator):
         source = dataset.counts.geom.to_image()
         frame = run_geom(dataset_pointing(dataset), source)
         run_counts, _ = reproject_counts(counts * mask, source, frame)
-        run_mask, coverage = reproject_counts(mask.astype(float), source, frame)
-        run_mask = (coverage > 0.5) & (run_mask > 0.5 * np.maximum(coverage, 1e-9))
+        run_mask = reproject_mask(mask, source, frame)
         if not run_counts.any():
             return []
         xs, ys, scores = self._heatmap_peaks(network, run_counts, run_mask)

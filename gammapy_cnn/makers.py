@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 from .background import fit_to_counts, split_in_energy
 from .data import counts_dataset, counts_geom
 from .networks import ORIGINAL, load_network
-from .preprocessing import MIN_NATIVE_PIXELS, native_images, normalise, original_stretch, pad
+from .preprocessing import MIN_NATIVE_PIXELS, NativeGrid, native_images, normalise, original_stretch, pad
 from .runs import (
     RUN_FRAME_TOLERANCE,
     WOBBLE_WARNING_SPREAD,
@@ -23,6 +23,7 @@ from .runs import (
     mean_direction,
     meta_pointings,
     reproject_counts,
+    reproject_mask,
     run_geom,
     wobble_spread,
 )
@@ -217,9 +218,7 @@ class CNNBackgroundMaker(Maker):
             return counts, mask, np.clip(grid.from_native(background[0]), 0, None) * mask
         image = dataset.counts.geom.to_image()
         run_counts, _ = reproject_counts(counts * mask, image, frame)
-        area = (image.pixel_scales.mean() / frame.pixel_scales.mean()).to_value("") ** 2
-        run_mask, _ = reproject_counts(mask.astype(float), image, frame)
-        run_mask = run_mask / area > 0.5
+        run_mask = reproject_mask(mask, image, frame)
         background = self.estimate_background(run_counts[None], run_mask[None])[0]
         background, coverage = reproject_counts(background, frame, image)
         mask = mask & (coverage > 0.5)
@@ -359,14 +358,22 @@ def _pointing_pixel(dataset):
 
 
 def _run_frame(dataset):
-    """The run frame of a one-run dataset whose map is off its pointing, else None."""
-    pointings = meta_pointings(dataset)
-    if pointings is None or len(pointings) != 1:
-        return None
+    """The 5 x 5 deg frame a dataset's background is estimated in, or None for its own map.
+
+    A one-run map off its pointing: the frame centred on the pointing. A map
+    narrower than the frame: the frame centred on the map, the rest masked
+    (fed as it is, the network takes the map's edges for the acceptance's fall:
+    a 4 x 4 deg map lost 8% of its background).
+    """
     geom = dataset.counts.geom
-    if pointings[0].separation(geom.center_skydir.icrs) < RUN_FRAME_TOLERANCE:
-        return None
-    return run_geom(pointings[0], geom.to_image())
+    image = geom.to_image()
+    pointings = meta_pointings(dataset)
+    if pointings is not None and len(pointings) == 1 \
+            and pointings[0].separation(geom.center_skydir.icrs) >= RUN_FRAME_TOLERANCE:
+        return run_geom(pointings[0], image)
+    if np.min(NativeGrid(geom).native_shape) < NATIVE_NPIX:
+        return run_geom(geom.center_skydir, image)
+    return None
 
 
 def warn_if_wobble_stack(dataset, method):

@@ -47,7 +47,7 @@ WOBBLE_WARNING_SPREAD = 0.2 * u.deg
 #: A one-run map whose centre is farther than this from its pointing is
 #: estimated in its run frame.
 RUN_FRAME_TOLERANCE = 0.05 * u.deg
-#: Sub-pixels per pixel side in `reproject_counts`.
+#: Sub-pixels per pixel side in `reproject_counts` (at least; more for larger input pixels).
 _SUBPIXELS = 3
 
 
@@ -170,20 +170,31 @@ def reproject_counts(data, geom_from, geom_to):
         (ny', nx') fraction of each output pixel covered by the input map.
     """
     image_from, image_to = geom_from.to_image(), geom_to.to_image()
-    index, inside = _subpixel_index(image_from, image_to)
+    index, inside, n_sub = _subpixel_index(image_from, image_to)
     data = np.asarray(data, dtype=float)
     lead = data.shape[:-2]
     flat = data.reshape((-1,) + data.shape[-2:])
     size = int(np.prod(image_to.data_shape))
     out = np.empty((len(flat), size))
     for k, plane in enumerate(flat):
-        weights = np.repeat(plane.ravel(), _SUBPIXELS**2)[inside] / _SUBPIXELS**2
+        weights = np.repeat(plane.ravel(), n_sub**2)[inside] / n_sub**2
         out[k] = np.bincount(index, weights=weights, minlength=size)
-    coverage = np.bincount(index, minlength=size) / _SUBPIXELS**2
+    coverage = np.bincount(index, minlength=size) / n_sub**2
     # input pixels are not the output's size: compare with what a full pixel receives
     scale = (image_from.pixel_scales.mean().to_value("deg") / image_to.pixel_scales.mean().to_value("deg")) ** 2
     coverage = np.clip(coverage * scale, 0, 1)
     return out.reshape(lead + image_to.data_shape), coverage.reshape(image_to.data_shape)
+
+
+def reproject_mask(mask, geom_from, geom_to):
+    """Boolean images on another geometry: True where True input covers over half an output pixel.
+
+    Uses `reproject_counts`, whose sums are turned into covered fractions by
+    the ratio of the pixels' areas (any pixel sizes).
+    """
+    values, _ = reproject_counts(np.asarray(mask, float), geom_from, geom_to)
+    ratio = (geom_from.to_image().pixel_scales.mean() / geom_to.to_image().pixel_scales.mean()).to_value("") ** 2
+    return values * ratio > 0.5
 
 
 def _geom_key(image):
@@ -204,8 +215,12 @@ _INDEX_CACHE = {}
 
 
 def _compute_subpixel_index(image_from, image_to):
+    # sub-pixels at most a third of an output pixel wide: coarser ones fall unevenly
+    # (a 0.05 deg map split in 3 x 3 gives 0.025 deg pixels 2 or 3 of them, a striped image)
+    ratio = float(np.abs(image_from.pixel_scales.mean() / image_to.pixel_scales.mean()))
+    n_sub = max(_SUBPIXELS, int(np.ceil(_SUBPIXELS * ratio)))
     ny, nx = image_from.data_shape
-    sub = (np.arange(_SUBPIXELS) + 0.5) / _SUBPIXELS - 0.5
+    sub = (np.arange(n_sub) + 0.5) / n_sub - 0.5
     yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
     sub_y, sub_x = np.meshgrid(sub, sub, indexing="ij")
     xs = (xx[..., None, None] + sub_x).ravel()
@@ -218,7 +233,7 @@ def _compute_subpixel_index(image_from, image_to):
     ix, iy = np.rint(px), np.rint(py)
     my, mx = image_to.data_shape
     inside = np.isfinite(ix) & np.isfinite(iy) & (ix >= 0) & (iy >= 0) & (ix < mx) & (iy < my)
-    return (iy[inside] * mx + ix[inside]).astype(np.int64), inside
+    return (iy[inside] * mx + ix[inside]).astype(np.int64), inside, n_sub
 
 
 def common_geom(datasets, binsz=NATIVE_BINSZ):

@@ -72,3 +72,36 @@ def test_an_unknown_instruments_empty_fields_keep_their_level(shipped):
         truth = template.background(livetime, params.background_norm, params.background_tilt)
         ratios.append(out.background.data.sum() / truth.sum())
     assert np.all(np.abs(np.array(ratios) - 1) < 0.03), ratios
+
+
+@pytest.mark.parametrize("binsz, off_pointing", [(0.025, False), (0.05, False), (0.05, True)])
+def test_maps_smaller_than_the_training_field_keep_their_level(template, shipped, binsz, off_pointing):
+    """A 4 x 4 deg map, on the network's pixels or coarser, centred on its pointing or 0.6 deg
+    off it (pointing recorded): the network sees it inside its 5 x 5 deg frame (once it saw
+    the map alone, took its edges for the acceptance's fall and lost 8% of the background;
+    0.05 deg pixels off the pointing once lost all of it)."""
+    import astropy.units as u
+    from astropy.table import Table
+    from gammapy.datasets import MapDataset
+    from gammapy.maps import Map, WcsGeom
+
+    maker, _ = shipped
+    dataset, truth = make_dataset(template, livetime=1800, seed=4)
+    full = dataset.counts
+    pointing = full.geom.center_skydir
+    center = pointing.directional_offset_by(90 * u.deg, 0.6 * u.deg) if off_pointing else pointing
+    geom = WcsGeom.create(skydir=center, width=4, binsz=binsz, frame="icrs", axes=full.geom.axes)
+    coords = full.geom.get_coord()
+    counts, expected = Map.from_geom(geom), Map.from_geom(geom)
+    counts.fill_by_coord(coords, weights=full.data)
+    expected.fill_by_coord(coords, weights=truth["background"])
+    cut = MapDataset(counts=counts, name="cut")
+    cut.meta_table = Table({"OBS_ID": [1], "RA_PNT": [pointing.ra.deg] * u.deg, "DEC_PNT": [pointing.dec.deg] * u.deg})
+
+    out = maker.run(cut)
+    safe = np.ones(geom.data_shape, bool) if out.mask_safe is None else out.mask_safe.data
+    assert safe.mean() > 0.95
+    ratio = out.background.data[safe].sum() / expected.data[safe].sum()
+    # ~40000 counts: Poisson noise 0.5%; the off-pointing frame is partly masked, which
+    # the networks never saw in training (measured 0.955 there, 1.000 centred)
+    assert ratio == pytest.approx(1.0, abs=0.06 if off_pointing else 0.02)
