@@ -215,6 +215,72 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, background
 
 
 @cli.command()
+@click.argument("events", type=click.Path(exists=True))
+@click.option("--obs-id", "obs_ids", type=int, multiple=True,
+              help="Observation id to monitor (repeat). Default: all in the data store.")
+@click.option("--alerts", "alerts_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the VOEvent files, alerts.ecsv, tracks and light curves.")
+@click.option("--timescales", default="10s,30s,100s,300s,1000s,cumulative", show_default=True,
+              help="Comma-separated window lengths with units; 'cumulative' for the whole exposure so far.")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
+              help="FITS or ECSV table of known sources (RA, DEC, optional NAME): their tracks alert on flares only.")
+@click.option("--chunk", default="1s", show_default=True, help="Data per step of the replay.")
+@click.option("--replay-speed", type=float,
+              help="1: as in real time, 2: twice as fast... Default: as fast as possible.")
+@click.option("--finder", "finder_name", default="default", show_default=True,
+              help="Shipped finder network name or .keras file.")
+@click.option("--background-network", "background_network", default="default", show_default=True,
+              help="Shipped background network name or .keras file.")
+@click.option("--role", type=click.Choice(["test", "observation"]), default="test", show_default=True,
+              help="VOEvent role of the packets (replays are tests).")
+def monitor(events, obs_ids, alerts_dir, timescales, catalog, chunk, replay_speed, finder_name,
+            background_network, role):
+    """Replay DL3 runs through the real-time monitor: tracks, light curves and VOEvent alerts.
+
+    EVENTS is a DL3 data store folder or a single event file. Each run's events
+    are fed in chunks, as they would arrive; every timescale's windows go
+    through the finder as they close. Alerts are printed and written to
+    --alerts as they are raised.
+    """
+    import astropy.units as u
+    from astropy.table import Table
+
+    from .data import read_observations
+    from .finders import CNNSourceFinder
+    from .realtime import AlertWriter, Monitor, parse_quantity, replay
+    from .utils import atomic_path
+
+    try:
+        lengths = [None if text.strip() == "cumulative" else parse_quantity(text, u.s, "--timescales")
+                   for text in timescales.split(",")]
+        step = parse_quantity(chunk, u.s, "--chunk")
+        if replay_speed is not None and replay_speed <= 0:
+            raise ValueError(f"--replay-speed must be > 0, got {replay_speed}")
+        known = Table.read(catalog) if catalog else None
+        observations = read_observations(events, list(obs_ids) or None)
+        finder = CNNSourceFinder(network=finder_name, background_network=background_network)
+        writer = AlertWriter(alerts_dir, role=role)
+        for observation in observations:
+            pointing = observation.get_pointing_icrs(observation.tmid)
+            run = Monitor(pointing, observation.tstart, finder, timescales=lengths, catalog=known,
+                          alert_writer=writer, name=str(observation.obs_id))
+            for alert in replay(observation, run, chunk=step, speed=replay_speed):
+                click.echo(f"ALERT {alert.alert_id} ({alert.kind}): RA {alert.ra:.3f} DEC {alert.dec:.3f} "
+                           f"+- {alert.pos_err_68:.3f} deg, {alert.significance:.1f} sigma on "
+                           f"{'cumulative' if alert.timescale != alert.timescale else f'{alert.timescale:g} s'}"
+                           f", latency {alert.latency:.3f} s")
+            tracks = run.tracks_table()
+            for label, table in (("tracks", tracks), ("light_curves", run.light_curves())):
+                with atomic_path(Path(alerts_dir) / f"{label}_{observation.obs_id}.ecsv") as tmp:
+                    table.write(tmp, format="ascii.ecsv", overwrite=True)
+            click.echo(f"run {observation.obs_id}: {len(run.windows)} windows, {len(tracks)} tracks, "
+                       f"{len(run.alerts)} alert(s)")
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"alerts in {writer.log_path}")
+
+
+@cli.command()
 @click.option("--irf", help="IRF name or GADF file. Default: the scenario's (default-z20).")
 @click.option("--n", "n_maps", type=int, help="Number of test maps. Default 300 (12 with --quick).")
 @click.option("--quick", is_flag=True, help="Few maps, TS map and fits on 2 maps: a smoke run.")

@@ -9,10 +9,17 @@ window come out as soon as they are found, with the time it took.
 `WindowSearch` is the loop itself, its arguments checked once, for callers
 that hand over runs one by one.
 
-The package has two modules: ``windows`` (the loop: `WindowSearch`,
-`find_in_windows`, `run_windows` and their dataset helpers) and ``results``
-(`WindowResult`, `RealtimeResult` and their table, ECSV and DS9 writers).
-Every public name is importable from ``gammapy_cnn.realtime``.
+`Monitor` is the live counterpart: fed event chunks as they arrive, it looks
+at back-to-back windows of several timescales at once (10 s to 1000 s and the
+cumulative exposure), follows sources as `Track` s with light curves, and
+raises `Alert` s for new sources and flares, written as VOEvent 2.0 packets and
+an ``alerts.ecsv`` log by `AlertWriter` (``gammapy-cnn monitor``).
+
+The package has four modules: ``windows`` (the replay loop: `WindowSearch`,
+`find_in_windows`, `run_windows` and their dataset helpers), ``results``
+(`WindowResult`, `RealtimeResult` and their table, ECSV and DS9 writers),
+``monitor`` (`Monitor`, `Track`, `Alert`) and ``alerts`` (the VOEvent and log
+writer). Every public name is importable from ``gammapy_cnn.realtime``.
 
 Latency
 -------
@@ -34,8 +41,10 @@ candidate name, run and window).
 """
 
 from ..finders import empty_candidates_table  # noqa: F401  (its home is gammapy_cnn.finders)
-from . import results, windows
+from . import alerts, monitor, results, windows
+from .alerts import *  # noqa: F403
+from .monitor import *  # noqa: F403
 from .results import *  # noqa: F403
 from .windows import *  # noqa: F403
 
-__all__ = results.__all__ + windows.__all__
+__all__ = results.__all__ + windows.__all__ + monitor.__all__ + alerts.__all__

@@ -1,0 +1,440 @@
+"""`Monitor`: the real-time monitor of one observation, fed events as they arrive.
+
+Every timescale (10 s to 1000 s and the cumulative exposure by default) has
+its own windows, back to back from the observation's start; each window that
+the new events close goes through the `~gammapy_cnn.CNNSourceFinder`. Its
+candidates are associated into `Track` s (one per source on the sky, with a
+stable id, a refined position and a light curve), and `Alert` s are raised for
+new sources and for flares of known ones.
+"""
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import Table, vstack
+from astropy.time import Time
+from gammapy.data import EventList
+from gammapy.datasets import MapDataset
+from gammapy.maps import Map
+from scipy.stats import norm
+
+from ..data import counts_geom
+from ..utils import to_quantity
+
+__all__ = ["DEFAULT_TIMESCALES", "Alert", "Monitor", "Track", "replay"]
+
+log = logging.getLogger(__name__)
+
+#: Window lengths of the monitor (s); ``None`` is the cumulative exposure.
+DEFAULT_TIMESCALES = (*([10, 30, 100, 300, 1000] * u.s), None)
+#: The cumulative window is looked at this often (s).
+CUMULATIVE_EVERY = 100.0
+#: An alert needs this many excess counts: below, a window's local fit is far from Gaussian
+#: (a 10 s window of a H.E.S.S. Crab run gave a "6.2 sigma" 0.55 deg wide fit to 18 of its 38 events).
+MIN_ALERT_EXCESS = 10.0
+#: Independent positions per 5 x 5 deg field, for the trials of the false-alarm rate:
+#: (5 deg / 0.1 deg)^2 resolution elements of the PSF's size.
+POSITIONS_PER_FIELD = 2500
+
+
+#: Columns of a track's light curve: timescale [s] (NaN: cumulative), window start and stop
+#: (MJD TT), the candidate's excess counts, significance, position and error [deg].
+LIGHT_CURVE_COLUMNS = ["timescale", "t_start", "t_stop", "excess", "significance", "ra", "dec", "pos_err_68"]
+
+
+@dataclass
+class Track:
+    """One source followed across windows and timescales.
+
+    ``light_curve`` has one row (a dict of `LIGHT_CURVE_COLUMNS`) per window
+    in which the finder saw it.
+    """
+
+    track_id: int
+    ra: float
+    dec: float
+    pos_err_68: float
+    first_time: float
+    known: bool = False
+    known_name: str = ""
+    light_curve: list = field(default_factory=list)
+    flaring: bool = False
+
+    @property
+    def position(self):
+        return SkyCoord(self.ra, self.dec, unit="deg")
+
+    def add(self, row, candidate):
+        """Add a detection; the position becomes the inverse-variance mean of all of them."""
+        self.light_curve.append(row)
+        w_old, w_new = 1 / max(self.pos_err_68, 1e-4) ** 2, 1 / max(candidate["pos_err_68"], 1e-4) ** 2
+        old, new = self.position.cartesian, SkyCoord(candidate["RA"], candidate["DEC"], unit="deg").cartesian
+        mean = SkyCoord((old * w_old + new * w_new) / (w_old + w_new))
+        self.ra, self.dec = float(mean.ra.deg), float(mean.dec.deg)
+        self.pos_err_68 = float(1 / np.sqrt(w_old + w_new))
+
+    def rate(self, timescale=None):
+        """Median excess rate (counts/s) of the detections on ``timescale`` (all when None)."""
+        rows = [r for r in self.light_curve if timescale is None or r["timescale"] == timescale]
+        if not rows:
+            return np.nan
+        return float(np.median([r["excess"] / ((r["t_stop"] - r["t_start"]) * 86400) for r in rows]))
+
+
+@dataclass
+class Alert:
+    """What an alert packet says (`gammapy_cnn.realtime.alerts` writes it)."""
+
+    alert_id: str
+    track_id: int
+    kind: str  # "new" or "flare"
+    ra: float
+    dec: float
+    pos_err_68: float
+    timescale: float
+    significance: float
+    excess: float
+    false_alarm_rate: float  # per hour, all timescales and windows
+    time: float  # end of the triggering data, MJD TT
+    latency: float  # s, wall clock from having the data to the alert
+    known_name: str = ""
+
+    def row(self):
+        return {"ALERT_ID": self.alert_id, "TRACK_ID": self.track_id, "KIND": self.kind, "RA": self.ra,
+                "DEC": self.dec, "POS_ERR_68": self.pos_err_68, "TIMESCALE": self.timescale,
+                "SIGNIFICANCE": self.significance, "EXCESS": self.excess,
+                "FALSE_ALARM_RATE": self.false_alarm_rate, "TIME": self.time, "LATENCY": self.latency,
+                "KNOWN_NAME": self.known_name}
+
+
+class Monitor:
+    """The real-time monitor of one observation: feed it events, get tracks and alerts.
+
+    Parameters
+    ----------
+    pointing : `~astropy.coordinates.SkyCoord`
+        The observation's pointing; the maps are 5 x 5 deg around it.
+    tstart : `~astropy.time.Time`
+        Start of the observation (the windows are back to back from it).
+    finder : `~gammapy_cnn.CNNSourceFinder`
+        The finder run on every window.
+    timescales : sequence of `~astropy.units.Quantity` or None
+        Window lengths; ``None`` is the cumulative exposure, looked at every
+        `CUMULATIVE_EVERY` seconds. Default `DEFAULT_TIMESCALES`.
+    energy_axis : `~gammapy.maps.MapAxis`, optional
+        Reconstructed energy axis of the maps (default: `~gammapy_cnn.data.counts_geom`'s).
+    catalog : `~astropy.table.Table` or `~gammapy.catalog.SourceCatalog`, optional
+        Known sources (``RA``/``DEC`` columns, or a catalogue's ``positions``);
+        a track within ``association_radius`` of one is known, and alerts only
+        on flares.
+    association_radius : `~astropy.coordinates.Angle`
+        Candidates this close to a track are that source. Default 0.2 deg.
+    alert_false_rate : `~astropy.units.Quantity`
+        A new source is alerted when its false-alarm rate (per hour, over all
+        timescales, windows and positions) is below this. Default 0.1 / h.
+    flare_factor : float
+        A known track flares when a window's excess rate is this many times
+        its median rate on the longest timescale seen so far. Default 3.
+    offset_max : `~astropy.coordinates.Angle`
+        Pixels beyond this from the pointing are masked. Default 2.5 deg.
+    alert_writer : callable, optional
+        Called with each `Alert` as it is raised (e.g.
+        `gammapy_cnn.realtime.alerts.AlertWriter`).
+    name : str
+        Prefix of the alert ids (``{name}-1``, ``{name}-2``...), e.g. the run's id.
+    """
+
+    def __init__(self, pointing, tstart, finder, timescales=DEFAULT_TIMESCALES, energy_axis=None, catalog=None,
+                 association_radius=0.2 * u.deg, alert_false_rate=0.1 / u.h, flare_factor=3.0,
+                 offset_max=2.5 * u.deg, alert_writer=None, name="monitor"):
+        if not isinstance(pointing, SkyCoord) or not pointing.isscalar:
+            raise ValueError(f"pointing must be a scalar SkyCoord, got {pointing!r}")
+        self.pointing = pointing.icrs
+        self.tstart = Time(tstart)
+        self.finder = finder
+        lengths = [None if t is None else
+                   to_quantity(t, "s", "timescale", positive=True, bare_numbers=True).to_value("s")
+                   for t in timescales]
+        if not lengths:
+            raise ValueError("at least one timescale is needed")
+        self.timescales = tuple(sorted(lengths, key=lambda t: np.inf if t is None else t))
+        self.geom = counts_geom(self.pointing, energy_axis=energy_axis)
+        self.catalog = _catalog_positions(catalog)
+        self.association_radius = to_quantity(association_radius, "deg", "association_radius", positive=True)
+        self.alert_false_rate = to_quantity(alert_false_rate, "1/h", "alert_false_rate", positive=True)
+        self.flare_factor = float(flare_factor)
+        offset = self.geom.to_image().separation(self.pointing)
+        self._safe = np.broadcast_to(offset < to_quantity(offset_max, "deg", "offset_max", positive=True),
+                                     self.geom.data_shape)
+        self.alert_writer = alert_writer
+        self.tracks, self.alerts, self.windows = [], [], []
+        self.name = str(name)
+        self._events, self._last, self._alerted = None, 0.0, set()
+        self._alert_numbers = itertools.count(1)
+        self._next = {t: (CUMULATIVE_EVERY if t is None else t) for t in self.timescales}
+
+    @property
+    def windows_per_hour(self):
+        """Windows looked at per hour of data, over all timescales."""
+        return sum(3600.0 / (CUMULATIVE_EVERY if t is None else t) for t in self.timescales)
+
+    def false_alarm_rate(self, significance):
+        """Chance alerts per hour at or above ``significance`` (one-sided Gaussian tail, all trials)."""
+        return float(norm.sf(significance) * POSITIONS_PER_FIELD * self.windows_per_hour)
+
+    def feed(self, events, until=None, now=None):
+        """Take a chunk of events; look at every window it closes. Returns the new alerts.
+
+        Parameters
+        ----------
+        events : `~gammapy.data.EventList` or `~astropy.table.Table`
+            Events with ``TIME`` (s since the reference time in the table's
+            ``MJDREFI``/``MJDREFF``, as in DL3), ``RA``, ``DEC`` and
+            ``ENERGY``; in time order across calls.
+        until : `~astropy.time.Time`, optional
+            The data are complete up to this time (a chunk may hold no event).
+            Default: the last event's time.
+        now : float, optional
+            Wall-clock time (``time.time()``) at which the chunk was had;
+            latencies count from it. Default: when ``feed`` is called.
+        """
+        received = time.time() if now is None else now
+        table = events.table if isinstance(events, EventList) else Table(events)
+        missing = {"TIME", "RA", "DEC", "ENERGY"} - set(table.colnames)
+        if missing:
+            raise ValueError(f"events lack the column(s) {sorted(missing)}")
+        chunk = EventList(table)
+        seconds = (chunk.time - self.tstart).to_value("s")
+        if len(seconds) and self._events is not None and seconds.min() < self._last - 1e-6:
+            raise ValueError(f"events arrive out of time order: {seconds.min():.3f} s after the start, "
+                             f"after {self._last:.3f} s")
+        self._append(chunk, seconds)
+        if until is not None:
+            self._last = max(self._last, float((Time(until) - self.tstart).to_value("s")))
+        return self._look(self._last, received)
+
+    def finish(self, tstop=None, now=None):
+        """The end of the observation: look at the windows it closes (partial ones are dropped,
+        the cumulative one is looked at once more). Returns the new alerts."""
+        received = time.time() if now is None else now
+        end = self._last if tstop is None else (Time(tstop) - self.tstart).to_value("s")
+        alerts = self._look(end, received)
+        if None in self.timescales and end > 0:
+            alerts += self._process([(None, 0.0, end)], received)
+        return alerts
+
+    def _append(self, chunk, seconds):
+        columns = (seconds, chunk.radec.ra.deg, chunk.radec.dec.deg, chunk.energy.to_value("TeV"))
+        if self._events is None:
+            self._events = [np.asarray(c, float) for c in columns]
+        else:
+            self._events = [np.concatenate([old, np.asarray(new, float)]) for old, new in zip(self._events, columns)]
+        if len(seconds):
+            self._last = max(self._last, float(seconds.max()))
+
+    def _look(self, end, received):
+        due = []
+        for t in self.timescales:
+            while self._next[t] <= end:
+                stop = self._next[t]
+                due.append((t, 0.0 if t is None else stop - t, stop))
+                self._next[t] += CUMULATIVE_EVERY if t is None else t
+        return self._process(due, received) if due else []
+
+    def _dataset(self, start, stop, name):
+        counts = Map.from_geom(self.geom)
+        if self._events is not None:
+            t, ra, dec, energy = self._events
+            pick = (t >= start) & (t < stop)
+            counts.fill_by_coord({"skycoord": SkyCoord(ra[pick], dec[pick], unit="deg"),
+                                  "energy": energy[pick] * u.TeV})
+        dataset = MapDataset(counts=counts, mask_safe=Map.from_geom(self.geom, data=self._safe.copy()), name=name)
+        dataset.meta_table = Table({"RA_PNT": [self.pointing.ra.deg] * u.deg,
+                                    "DEC_PNT": [self.pointing.dec.deg] * u.deg})
+        return dataset
+
+    def _process(self, due, received):
+        alerts = []
+        for timescale, start, stop in due:
+            label = "cumulative" if timescale is None else f"{timescale:g}s"
+            dataset = self._dataset(start, stop, name=f"{label}_{stop:.0f}")
+            table = self.finder(dataset)
+            t_start, t_stop = ((self.tstart + [start, stop] * u.s).tt.mjd)
+            self.windows.append({"timescale": np.nan if timescale is None else timescale, "t_start": t_start,
+                                 "t_stop": t_stop, "n_candidates": len(table),
+                                 "n_counts": float(dataset.counts.data.sum())})
+            for candidate in table:
+                alert = self._associate(candidate, timescale, t_start, t_stop, received)
+                if alert is not None:
+                    alerts.append(alert)
+        for alert in alerts:
+            self.alerts.append(alert)
+            if self.alert_writer is not None:
+                self.alert_writer(alert)
+        return alerts
+
+    def _associate(self, candidate, timescale, t_start, t_stop, received):
+        position = SkyCoord(candidate["RA"], candidate["DEC"], unit="deg")
+        row = {"timescale": np.nan if timescale is None else timescale, "t_start": t_start, "t_stop": t_stop,
+               "excess": float(candidate["excess"]), "significance": float(candidate["significance"]),
+               "ra": float(position.ra.deg), "dec": float(position.dec.deg),
+               "pos_err_68": float(candidate["pos_err_68"])}
+        # only candidates the network itself scores above its threshold, with enough counts, can alert
+        # (the finder's rescue rule also keeps lower scores, which are fine for a catalogue)
+        alerting = candidate["score"] >= self.finder.threshold and row["excess"] >= MIN_ALERT_EXCESS \
+            and row["significance"] >= self._alert_significance()
+        track = self._nearest_track(position)
+        if track is None:
+            track = Track(len(self.tracks) + 1, float(position.ra.deg), float(position.dec.deg),
+                          float(candidate["pos_err_68"]), t_stop)
+            track.known_name = self._known_name(position)
+            track.known = bool(track.known_name)
+            self.tracks.append(track)
+            track.light_curve.append(row)
+        else:
+            reference = track.rate(self._longest_timescale(track))
+            track.add(row, candidate)
+            if track.known or track.track_id in self._alerted:
+                return self._flare(track, row, reference, alerting, received)
+        if alerting and not track.known:
+            self._alerted.add(track.track_id)
+            return self._alert(track, row, "new", received)
+        return None
+
+    def _flare(self, track, row, reference, alerting, received):
+        """A flare alert when the window's rate exceeds ``flare_factor`` times the reference rate,
+        significantly (the excess above the reference over its error, at the alert significance)."""
+        duration = (row["t_stop"] - row["t_start"]) * 86400
+        error = row["excess"] / max(row["significance"], 1e-3)
+        above = (row["excess"] - reference * duration) / error if np.isfinite(reference) else 0.0
+        flaring = alerting and row["excess"] >= self.flare_factor * reference * duration \
+            and above >= self._alert_significance()
+        was_flaring, track.flaring = track.flaring, bool(flaring)
+        return self._alert(track, row, "flare", received) if flaring and not was_flaring else None
+
+    def _alert_significance(self):
+        """The significance at which the false-alarm rate per hour is ``alert_false_rate``."""
+        tail = self.alert_false_rate.to_value("1/h") / (POSITIONS_PER_FIELD * self.windows_per_hour)
+        return float(norm.isf(tail))
+
+    def _alert(self, track, row, kind, received):
+        return Alert(
+            alert_id=f"{self.name}-{next(self._alert_numbers)}", track_id=track.track_id, kind=kind,
+            ra=row["ra"], dec=row["dec"], pos_err_68=row["pos_err_68"],
+            timescale=row["timescale"], significance=row["significance"], excess=row["excess"],
+            false_alarm_rate=self.false_alarm_rate(row["significance"]), time=row["t_stop"],
+            latency=time.time() - received, known_name=track.known_name,
+        )
+
+    def _longest_timescale(self, track):
+        finite = [r["timescale"] for r in track.light_curve if np.isfinite(r["timescale"])]
+        return max(finite) if finite else None
+
+    def _nearest_track(self, position):
+        if not self.tracks:
+            return None
+        separation = position.separation(SkyCoord([t.position for t in self.tracks]))
+        best = int(np.argmin(separation))
+        return self.tracks[best] if separation[best] < self.association_radius else None
+
+    def _known_name(self, position):
+        if self.catalog is None:
+            return ""
+        positions, names = self.catalog
+        separation = position.separation(positions)
+        best = int(np.argmin(separation))
+        return str(names[best]) if separation[best] < self.association_radius else ""
+
+    def tracks_table(self):
+        """One row per track: id, position, error, first detection, known name, detections, best significance."""
+        rows = [{"TRACK_ID": t.track_id, "RA": t.ra, "DEC": t.dec, "POS_ERR_68": t.pos_err_68,
+                 "FIRST_TIME": t.first_time, "KNOWN": t.known, "KNOWN_NAME": t.known_name,
+                 "N_DETECTIONS": len(t.light_curve),
+                 "MAX_SIGNIFICANCE": max(r["significance"] for r in t.light_curve)} for t in self.tracks]
+        names = ["TRACK_ID", "RA", "DEC", "POS_ERR_68", "FIRST_TIME", "KNOWN", "KNOWN_NAME", "N_DETECTIONS",
+                 "MAX_SIGNIFICANCE"]
+        table = Table(rows=rows, names=names) if rows else Table(names=names, dtype=[int, float, float, float,
+                                                                                        float, bool, str, int, float])
+        for name, unit in (("RA", "deg"), ("DEC", "deg"), ("POS_ERR_68", "deg")):
+            table[name].unit = unit
+        return table
+
+    def light_curves(self, alerted_or_known=True):
+        """Light curves of several tracks in one table (a ``TRACK_ID`` column first): by default
+        those that raised an alert or match a known source, else all."""
+        chosen = [t.track_id for t in self.tracks
+                  if not alerted_or_known or t.known or t.track_id in self._alerted]
+        tables = [self.light_curve(track_id) for track_id in chosen]
+        for table, track_id in zip(tables, chosen):
+            table.add_column(track_id, name="TRACK_ID", index=0)
+        if not tables:
+            return Table(names=["TRACK_ID"] + LIGHT_CURVE_COLUMNS, dtype=[int] + [float] * len(LIGHT_CURVE_COLUMNS))
+        return vstack(tables)
+
+    def light_curve(self, track_id):
+        """The track's light curve: one row per window in which it was found (`LIGHT_CURVE_COLUMNS`)."""
+        (track,) = [t for t in self.tracks if t.track_id == track_id]
+        table = Table(rows=track.light_curve, names=LIGHT_CURVE_COLUMNS)
+        for name, unit in (("timescale", "s"), ("ra", "deg"), ("dec", "deg"), ("pos_err_68", "deg")):
+            table[name].unit = unit
+        return table
+
+
+def replay(observation, monitor, chunk=1 * u.s, speed=None):
+    """Feed a recorded observation's events to ``monitor`` in time order, ``chunk`` by ``chunk``.
+
+    Parameters
+    ----------
+    observation : `~gammapy.data.Observation`
+        A DL3 run (events and GTI).
+    monitor : `Monitor`
+        Built for this run (its pointing and start).
+    chunk : `~astropy.units.Quantity`
+        Duration of data per `Monitor.feed` call. Default 1 s.
+    speed : float, optional
+        1: as in real time (each chunk is fed once its data would exist);
+        2: twice as fast; None: as fast as possible (the default).
+
+    Returns
+    -------
+    alerts : list of `Alert`
+    """
+    step = to_quantity(chunk, "s", "chunk", positive=True).to_value("s")
+    if speed is not None and not float(speed) > 0:
+        raise ValueError(f"speed must be > 0 (1: real time) or None (as fast as possible), got {speed}")
+    events = observation.events
+    seconds = (events.time - monitor.tstart).to_value("s")
+    order = np.argsort(seconds, kind="stable")
+    seconds = seconds[order]
+    stop = float((observation.tstop - monitor.tstart).to_value("s"))
+    started, alerts = time.time(), []
+    for start in np.arange(0.0, stop, step):
+        end = min(start + step, stop)
+        if speed is not None:
+            time.sleep(max(0.0, started + end / float(speed) - time.time()))
+        lo, hi = np.searchsorted(seconds, [start, end])
+        alerts += monitor.feed(events.select_row_subset(order[lo:hi]), until=monitor.tstart + end * u.s)
+    return alerts + monitor.finish(observation.tstop)
+
+
+def _catalog_positions(catalog):
+    """(SkyCoord, names) of a catalogue of known sources, or None."""
+    if catalog is None:
+        return None
+    if hasattr(catalog, "positions"):  # a gammapy SourceCatalog
+        names = catalog.table[catalog._source_name_key] if hasattr(catalog, "_source_name_key") else \
+            np.arange(len(catalog.table)).astype(str)
+        return catalog.positions.icrs, np.asarray(names).astype(str)
+    table = Table(catalog)
+    columns = {c.upper(): c for c in table.colnames}
+    if "RA" not in columns or "DEC" not in columns:
+        raise ValueError(f"the catalogue of known sources needs RA and DEC columns, has {table.colnames}")
+    positions = SkyCoord(table[columns["RA"]], table[columns["DEC"]], unit="deg")
+    name_column = next((columns[c] for c in ("SOURCE_NAME", "NAME") if c in columns), None)
+    names = table[name_column] if name_column else [f"known {i + 1}" for i in range(len(table))]
+    return positions, np.asarray(names).astype(str)

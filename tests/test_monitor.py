@@ -1,0 +1,90 @@
+"""The real-time monitor on a real H.E.S.S. run: one track and one alert for a steady source,
+VOEvent packets that pass the schema, a log with the documented columns, the same alerts
+on a second replay, and clear errors for bad input."""
+
+import astropy.units as u
+import numpy as np
+import pytest
+import voeventparse as vp
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+
+from gammapy_cnn import CNNSourceFinder
+from gammapy_cnn.realtime import ALERT_LOG_COLUMNS, AlertWriter, Monitor, replay
+
+from .conftest import HESS_DR1, require
+
+CRAB = SkyCoord(83.633, 22.0145, unit="deg")
+CRAB_RUN = 23523
+
+
+@pytest.fixture(scope="module")
+def crab_run():
+    from gammapy_cnn.data import read_observations
+
+    return read_observations(require(HESS_DR1), [CRAB_RUN])[0]
+
+
+@pytest.fixture(scope="module")
+def finder():
+    return CNNSourceFinder()
+
+
+def _monitor(run, finder, tmp_path, **kwargs):
+    writer = AlertWriter(tmp_path)
+    return Monitor(run.get_pointing_icrs(run.tmid), run.tstart, finder, alert_writer=writer,
+                   name=str(run.obs_id), **kwargs), writer
+
+
+@pytest.mark.slow
+def test_a_steady_source_gives_one_track_and_one_alert(crab_run, finder, tmp_path):
+    monitor, writer = _monitor(crab_run, finder, tmp_path / "first")
+    alerts = replay(crab_run, monitor)
+    assert [a.kind for a in alerts] == ["new"]  # a steady source: no repeated alert, no "flare"
+    (alert,) = alerts
+    assert SkyCoord(alert.ra, alert.dec, unit="deg").separation(CRAB).deg < 0.15
+    crab_tracks = [t for t in monitor.tracks if t.position.separation(CRAB).deg < 0.2]
+    assert len(crab_tracks) == 1 and crab_tracks[0].track_id == alert.track_id
+    light_curve = monitor.light_curve(alert.track_id)
+    for timescale in (100, 300, 1000):  # a 28 min run: found in most windows of 100 s and longer
+        rows = light_curve[light_curve["timescale"] == timescale]
+        assert len(rows) >= 0.5 * (crab_run.observation_live_time_duration.to_value("s") // timescale)
+    assert alert.false_alarm_rate < monitor.alert_false_rate.to_value("1/h")
+    assert 0 <= alert.latency < 5
+
+    packet = vp.load(open(tmp_path / "first" / f"alert_{alert.alert_id}.xml", "rb"))
+    assert vp.valid_as_v2_0(packet)
+    assert vp.get_event_position(packet).ra == pytest.approx(alert.ra)
+    log = Table.read(writer.log_path)
+    assert log.colnames == list(ALERT_LOG_COLUMNS) and len(log) == 1
+    assert log["POS_ERR_68"].unit == u.deg and log["LATENCY"].unit == u.s
+
+    again, _ = _monitor(crab_run, finder, tmp_path / "second")
+    repeated = replay(crab_run, again)
+    assert [(a.alert_id, a.ra, a.dec, a.significance, a.time) for a in repeated] == \
+        [(a.alert_id, a.ra, a.dec, a.significance, a.time) for a in alerts]
+
+
+@pytest.mark.slow
+def test_a_known_source_does_not_alert_as_new(crab_run, finder, tmp_path):
+    catalog = Table({"RA": [CRAB.ra.deg], "DEC": [CRAB.dec.deg], "NAME": ["Crab"]})
+    monitor, _ = _monitor(crab_run, finder, tmp_path, catalog=catalog, timescales=[100 * u.s, 300 * u.s])
+    assert replay(crab_run, monitor) == []
+    known = [t for t in monitor.tracks if t.known]
+    assert len(known) == 1 and known[0].known_name == "Crab"
+    assert len(monitor.light_curves()) == len(known[0].light_curve)
+
+
+def test_bad_input_is_named(crab_run, finder, tmp_path):
+    monitor, _ = _monitor(crab_run, finder, tmp_path, timescales=[100 * u.s])
+    with pytest.raises(ValueError, match="ENERGY"):
+        monitor.feed(Table(crab_run.events.table)[["TIME", "RA", "DEC"]])
+    events = crab_run.events.table
+    late = events[np.argsort(events["TIME"])][-10:]
+    monitor.feed(late)
+    with pytest.raises(ValueError, match="out of time order"):
+        monitor.feed(events[np.argsort(events["TIME"])][:10])
+    with pytest.raises(ValueError, match="timescale"):
+        Monitor(CRAB, crab_run.tstart, finder, timescales=[5 * u.deg])
+    with pytest.raises(ValueError, match="speed"):
+        replay(crab_run, monitor, speed=0)
