@@ -243,6 +243,7 @@ def monitor(events, obs_ids, alerts_dir, timescales, catalog, chunk, replay_spee
     --alerts as they are raised.
     """
     import astropy.units as u
+    import numpy as np
     from astropy.table import Table
 
     from .data import read_observations
@@ -267,7 +268,7 @@ def monitor(events, obs_ids, alerts_dir, timescales, catalog, chunk, replay_spee
             for alert in replay(observation, run, chunk=step, speed=replay_speed):
                 click.echo(f"ALERT {alert.alert_id} ({alert.kind}): RA {alert.ra:.3f} DEC {alert.dec:.3f} "
                            f"+- {alert.pos_err_68:.3f} deg, {alert.significance:.1f} sigma on "
-                           f"{'cumulative' if alert.timescale != alert.timescale else f'{alert.timescale:g} s'}"
+                           f"{'cumulative' if np.isnan(alert.timescale) else f'{alert.timescale:g} s'}"
                            f", latency {alert.latency:.3f} s")
             tracks = run.tracks_table()
             for label, table in (("tracks", tracks), ("light_curves", run.light_curves())):

@@ -55,6 +55,7 @@ __all__ = [
     "counts_geom",
     "counts_dataset",
     "dataset_livetime",
+    "event_pixels",
     "iter_window_datasets",
     "read_observations",
     "sliding_windows",
@@ -220,6 +221,19 @@ def _pointing_icrs(observation, time):
     return SkyCoord(pointing.ra, pointing.dec, frame="icrs")
 
 
+def event_pixels(geom, radec, energy):
+    """Flat index of each event in ``geom.data_shape`` (energy, lat, lon), -1 outside the map.
+
+    Binning events once and counting windows with `numpy.bincount` of these
+    indices is what makes many time windows cheap.
+    """
+    ix, iy, ie = geom.coord_to_idx({"skycoord": radec, "energy": energy})
+    inside = (ix >= 0) & (iy >= 0) & (ie >= 0)
+    flat = np.full(len(ix), -1, dtype=np.int64)
+    flat[inside] = np.ravel_multi_index((ie[inside], iy[inside], ix[inside]), geom.data_shape)
+    return flat
+
+
 # --------------------------------------------------------------------------
 # events of one observation, read once
 # --------------------------------------------------------------------------
@@ -290,13 +304,7 @@ class _ObservationEvents:
         if self.n_events == 0:
             flat = np.zeros(0, dtype=np.int64)
         else:
-            coords = {"skycoord": self.radec, "energy": self.energy * u.TeV}
-            ix, iy, ie = geom.coord_to_idx(coords)
-            inside = (ix >= 0) & (iy >= 0) & (ie >= 0)
-            flat = np.full(self.n_events, -1, dtype=np.int64)
-            flat[inside] = np.ravel_multi_index(
-                (ie[inside], iy[inside], ix[inside]), geom.data_shape
-            )
+            flat = event_pixels(geom, self.radec, self.energy * u.TeV)
         self._geom, self._flat_idx = geom, flat
         self._fov_key, self._fov_mask = None, None
         return flat

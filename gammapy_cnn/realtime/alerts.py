@@ -12,7 +12,7 @@ from ..utils import atomic_path
 
 __all__ = ["ALERT_LOG_COLUMNS", "AlertWriter", "alert_voevent"]
 
-#: Columns of ``alerts.ecsv`` and their units.
+#: Columns of ``alerts.ecsv`` (the `~gammapy_cnn.realtime.Alert` fields, upper case) and their units.
 ALERT_LOG_COLUMNS = {
     "ALERT_ID": "", "TRACK_ID": "", "KIND": "", "RA": "deg", "DEC": "deg", "POS_ERR_68": "deg",
     "TIMESCALE": "s", "SIGNIFICANCE": "", "EXCESS": "", "FALSE_ALARM_RATE": "1 / h", "TIME": "d",
@@ -79,7 +79,7 @@ class AlertWriter:
         path = self.directory / f"alert_{alert.alert_id}.xml"
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(vp.dumps(alert_voevent(alert, self.role)))
-        self.rows.append(alert.row())
+        self.rows.append({name: getattr(alert, name.lower()) for name in ALERT_LOG_COLUMNS})
         table = Table(rows=self.rows, names=list(ALERT_LOG_COLUMNS))
         for name, unit in ALERT_LOG_COLUMNS.items():
             if unit:

@@ -9,7 +9,6 @@ new sources and for flares of known ones.
 """
 
 import itertools
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -25,12 +24,10 @@ from gammapy.stats import WStatCountsStatistic
 from scipy.stats import norm
 
 from ..candidates import EXTENDED_TS
-from ..data import counts_geom
+from ..data import counts_geom, event_pixels
 from ..utils import to_quantity
 
 __all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "replay"]
-
-log = logging.getLogger(__name__)
 
 #: Window lengths of the monitor (s); ``None`` is the cumulative exposure.
 DEFAULT_TIMESCALES = (*([10, 30, 100, 300, 1000] * u.s), None)
@@ -65,20 +62,24 @@ class Track:
     dec: float
     pos_err_68: float
     first_time: float
-    known: bool = False
     known_name: str = ""
     light_curve: list = field(default_factory=list)
     flaring: bool = False
 
     @property
+    def known(self):
+        """Whether the track matches a source of the monitor's catalogue."""
+        return bool(self.known_name)
+
+    @property
     def position(self):
         return SkyCoord(self.ra, self.dec, unit="deg")
 
-    def add(self, row, candidate):
+    def add(self, row):
         """Add a detection; the position becomes the inverse-variance mean of all of them."""
         self.light_curve.append(row)
-        w_old, w_new = 1 / max(self.pos_err_68, 1e-4) ** 2, 1 / max(candidate["pos_err_68"], 1e-4) ** 2
-        old, new = self.position.cartesian, SkyCoord(candidate["RA"], candidate["DEC"], unit="deg").cartesian
+        w_old, w_new = 1 / max(self.pos_err_68, 1e-4) ** 2, 1 / max(row["pos_err_68"], 1e-4) ** 2
+        old, new = self.position.cartesian, SkyCoord(row["ra"], row["dec"], unit="deg").cartesian
         mean = SkyCoord((old * w_old + new * w_new) / (w_old + w_new))
         self.ra, self.dec = float(mean.ra.deg), float(mean.dec.deg)
         self.pos_err_68 = float(1 / np.sqrt(w_old + w_new))
@@ -108,13 +109,6 @@ class Alert:
     time: float  # end of the triggering data, MJD TT
     latency: float  # s, wall clock from having the data to the alert
     known_name: str = ""
-
-    def row(self):
-        return {"ALERT_ID": self.alert_id, "TRACK_ID": self.track_id, "KIND": self.kind, "RA": self.ra,
-                "DEC": self.dec, "POS_ERR_68": self.pos_err_68, "TIMESCALE": self.timescale,
-                "SIGNIFICANCE": self.significance, "EXCESS": self.excess,
-                "FALSE_ALARM_RATE": self.false_alarm_rate, "TIME": self.time, "LATENCY": self.latency,
-                "KNOWN_NAME": self.known_name}
 
 
 class Monitor:
@@ -175,12 +169,13 @@ class Monitor:
         self.alert_false_rate = to_quantity(alert_false_rate, "1/h", "alert_false_rate", positive=True)
         self.flare_factor = float(flare_factor)
         offset = self.geom.to_image().separation(self.pointing)
-        self._safe = np.broadcast_to(offset < to_quantity(offset_max, "deg", "offset_max", positive=True),
-                                     self.geom.data_shape)
+        self._safe_image = offset < to_quantity(offset_max, "deg", "offset_max", positive=True)
         self.alert_writer = alert_writer
         self.tracks, self.alerts, self.windows = [], [], []
         self.name = str(name)
-        self._events, self._last, self._alerted = None, 0.0, set()
+        # each event is binned once, on arrival: its time (s) and pixel, one array per chunk
+        self._times, self._pixels = [], []
+        self._last, self._alerted = 0.0, set()
         self._alert_numbers = itertools.count(1)
         self._next = {t: (CUMULATIVE_EVERY if t is None else t) for t in self.timescales}
 
@@ -216,7 +211,7 @@ class Monitor:
             raise ValueError(f"events lack the column(s) {sorted(missing)}")
         chunk = EventList(table)
         seconds = (chunk.time - self.tstart).to_value("s")
-        if len(seconds) and self._events is not None and seconds.min() < self._last - 1e-6:
+        if len(seconds) and self._times and seconds.min() < self._last - 1e-6:
             raise ValueError(f"events arrive out of time order: {seconds.min():.3f} s after the start, "
                              f"after {self._last:.3f} s")
         self._append(chunk, seconds)
@@ -235,13 +230,18 @@ class Monitor:
         return alerts
 
     def _append(self, chunk, seconds):
-        columns = (seconds, chunk.radec.ra.deg, chunk.radec.dec.deg, chunk.energy.to_value("TeV"))
-        if self._events is None:
-            self._events = [np.asarray(c, float) for c in columns]
-        else:
-            self._events = [np.concatenate([old, np.asarray(new, float)]) for old, new in zip(self._events, columns)]
         if len(seconds):
+            self._times.append(np.asarray(seconds, float))
+            self._pixels.append(event_pixels(self.geom, chunk.radec, chunk.energy))
             self._last = max(self._last, float(seconds.max()))
+
+    def _events(self):
+        """Times (s) and pixels of all events so far (the chunks joined once per call, not per window)."""
+        if len(self._times) > 1:
+            self._times, self._pixels = [np.concatenate(self._times)], [np.concatenate(self._pixels)]
+        if not self._times:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return self._times[0], self._pixels[0]
 
     def _look(self, end, received):
         due = []
@@ -252,31 +252,31 @@ class Monitor:
                 self._next[t] += CUMULATIVE_EVERY if t is None else t
         return self._process(due, received) if due else []
 
-    def _dataset(self, start, stop, name):
-        counts = Map.from_geom(self.geom)
-        if self._events is not None:
-            t, ra, dec, energy = self._events
-            pick = (t >= start) & (t < stop)
-            counts.fill_by_coord({"skycoord": SkyCoord(ra[pick], dec[pick], unit="deg"),
-                                  "energy": energy[pick] * u.TeV})
-        dataset = MapDataset(counts=counts, mask_safe=Map.from_geom(self.geom, data=self._safe.copy()), name=name)
+    def _dataset(self, events, start, stop, name):
+        times, pixels = events
+        pick = (times >= start) & (times < stop) & (pixels >= 0)
+        size = int(np.prod(self.geom.data_shape))
+        counts = np.bincount(pixels[pick], minlength=size).reshape(self.geom.data_shape).astype(float)
+        safe = np.broadcast_to(self._safe_image, self.geom.data_shape).copy()
+        dataset = MapDataset(counts=Map.from_geom(self.geom, data=counts),
+                             mask_safe=Map.from_geom(self.geom, data=safe), name=name)
         dataset.meta_table = Table({"RA_PNT": [self.pointing.ra.deg] * u.deg,
                                     "DEC_PNT": [self.pointing.dec.deg] * u.deg})
         return dataset
 
     def _process(self, due, received):
-        alerts = []
+        alerts, events = [], self._events()
         for timescale, start, stop in due:
             label = "cumulative" if timescale is None else f"{timescale:g}s"
             began = time.perf_counter()
-            dataset = self._dataset(start, stop, name=f"{label}_{stop:.0f}")
+            dataset = self._dataset(events, start, stop, name=f"{label}_{stop:.0f}")
             table = self.finder(dataset)
             t_start, t_stop = ((self.tstart + [start, stop] * u.s).tt.mjd)
             self.windows.append({"timescale": np.nan if timescale is None else timescale, "t_start": t_start,
                                  "t_stop": t_stop, "n_candidates": len(table),
                                  "n_counts": float(dataset.counts.data.sum()),
                                  "seconds": time.perf_counter() - began})
-            image = dataset.counts.sum_over_axes(keepdims=False)
+            image = dataset.counts.sum_over_axes(keepdims=False) if len(table) else None
             for candidate in table:
                 alert = self._associate(candidate, image, timescale, t_start, t_stop, received)
                 if alert is not None:
@@ -304,17 +304,15 @@ class Monitor:
             # also stand out in a fixed aperture over a ring of the same counts map
             row["significance"] = min(row["significance"], self._aperture_significance(image, position))
             alerting = row["significance"] >= self._alert_significance()
-        track = self._nearest_track(position, float(candidate["pos_err_68"]))
+        track = self._nearest_track(position, row["pos_err_68"])
         if track is None:
-            track = Track(len(self.tracks) + 1, float(position.ra.deg), float(position.dec.deg),
-                          float(candidate["pos_err_68"]), t_stop)
-            track.known_name = self._known_name(position)
-            track.known = bool(track.known_name)
+            track = Track(len(self.tracks) + 1, row["ra"], row["dec"], row["pos_err_68"], t_stop,
+                          known_name=self._known_name(position))
             self.tracks.append(track)
             track.light_curve.append(row)
         else:
             reference = track.rate(self._longest_timescale(track))
-            track.add(row, candidate)
+            track.add(row)
             if track.known or track.track_id in self._alerted:
                 return self._flare(track, row, reference, alerting, received)
         if alerting and not track.known:
@@ -325,7 +323,7 @@ class Monitor:
     def _aperture_significance(self, image, position):
         """Li & Ma significance of the counts within `ALERT_APERTURE` over the `ALERT_RING` annulus."""
         separation = image.geom.separation(position).to_value("deg")
-        safe = self._safe[0]
+        safe = self._safe_image
         on = (separation < ALERT_APERTURE.to_value("deg")) & safe
         inner, outer = ALERT_RING.to_value("deg")
         off = (separation >= inner) & (separation < outer) & safe
