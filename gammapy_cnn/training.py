@@ -88,6 +88,9 @@ class TrainingConfig(BaseModel):
     freeze: list[str] = []
     cleaner: str = "original"  # original regressor only: the cleaner whose output it reads
     widths: list[int] | None = None
+    #: Cleaner only: the fraction of training maps whose input has random
+    #: masked holes (`with_random_holes`), while the loss still covers them.
+    mask_holes: float = Field(0.0, ge=0, le=1)
     #: ``mirrored``: data-parallel over the local GPUs (or CPU) with
     #: ``tf.distribute.MirroredStrategy``; ``multi-worker``: over several
     #: machines with ``MultiWorkerMirroredStrategy`` (set ``TF_CONFIG`` on each).
@@ -220,6 +223,42 @@ def _augment_images(images, k, flip):
     return np.rot90(images, k, axes=(1, 2)).copy()
 
 
+#: Radii of the random holes (deg), and the distances from the centre at which
+#: a random straight edge cuts the map (deg): excluded regions and maps that
+#: do not cover the whole training field.
+HOLE_RADIUS = (0.2, 1.2)
+EDGE_DISTANCE = (1.0, 2.3)
+
+
+def with_random_holes(mask, rng, fraction):
+    """Masks with random holes: the network learns to fill in what it cannot see.
+
+    A ``fraction`` of the (n, ny, nx) ``mask`` gets either one or two discs
+    (radius in `HOLE_RADIUS`, anywhere in the map) or, one time in three, a
+    straight edge beyond which nothing is seen (at a distance in
+    `EDGE_DISTANCE` from the centre): what a user's exclusion mask and a map
+    off its pointing look like to the network. Maps always keep at least a
+    third of their pixels.
+    """
+    mask = np.array(mask, bool)
+    n, ny, nx = mask.shape
+    binsz = NATIVE_BINSZ.to_value("deg")
+    yy, xx = np.mgrid[:ny, :nx]
+    x, y = (xx - (nx - 1) / 2) * binsz, (yy - (ny - 1) / 2) * binsz
+    for i in np.nonzero(rng.random(n) < fraction)[0]:
+        if rng.random() < 1 / 3:
+            angle = rng.uniform(0, 2 * np.pi)
+            hole = x * np.cos(angle) + y * np.sin(angle) > rng.uniform(*EDGE_DISTANCE)
+        else:
+            hole = np.zeros((ny, nx), bool)
+            for _ in range(rng.integers(1, 3)):
+                cx, cy = rng.uniform(-2.3, 2.3, size=2)
+                hole |= np.hypot(x - cx, y - cy) < rng.uniform(*HOLE_RADIUS)
+        if (mask[i] & ~hole).sum() >= mask[i].sum() / 3:
+            mask[i] &= ~hole
+    return mask
+
+
 class MapBatches(keras.utils.PyDataset):
     """Batches of network inputs and targets streamed from a simulation file.
 
@@ -290,7 +329,10 @@ class MapBatches(keras.utils.PyDataset):
                     sx, sy = _augment_coords(src["x"][b], src["y"][b], n, k, flip)
                     target[i] = (sx / n, sy / n)
             return cleaned, target
-        x, level = normalise(counts, mask)
+        seen = mask
+        if self.config.kind == "cleaner" and self.augment and self.config.mask_holes:
+            seen = with_random_holes(mask, self.rng, self.config.mask_holes)
+        x, level = normalise(counts, seen)
         x, window = pad(x)
         if self.config.kind == "cleaner":
             y = np.stack([background / level[:, None, None], mask.astype(np.float32)], axis=-1)

@@ -3,13 +3,15 @@ import json
 import numpy as np
 
 from gammapy_cnn.networks import load_network
-from gammapy_cnn.training import TrainingConfig, fine_tune, train
+from gammapy_cnn.simulation.io import SimulationReader
+from gammapy_cnn.training import MapBatches, TrainingConfig, fine_tune, train, with_random_holes
 
 
 def test_mirrored_strategy_on_cpu(sim_file, tmp_path):
     """tf.distribute.MirroredStrategy (the multi-GPU path) trains on the CPU too."""
     config = TrainingConfig(kind="cleaner", epochs=1, batch_size=8, steps_per_epoch=2,
-                            validation_fraction=0.15, widths=[4, 4, 4, 4], distribute="mirrored")
+                            validation_fraction=0.15, widths=[4, 4, 4, 4], distribute="mirrored",
+                            mask_holes=0.5)
     card = train(config, tmp_path / "mirrored.keras", data=sim_file, verbose=0)
     assert card["recipe"]["distribute"] == "mirrored"
     assert np.isfinite(card["history"][-1]["loss"])
@@ -39,3 +41,20 @@ def test_fine_tune_starts_from_base_and_freezes(tiny_networks, sim_file, tmp_pat
         assert all(np.array_equal(a, b) for a, b in zip(base_weights[layer.name], layer.get_weights()))
         assert layer.trainable, layer.name
     assert json.loads(out.with_suffix(".json").read_text())["sha256"] == card["sha256"]
+
+
+def test_random_holes_hide_counts_but_not_the_loss(sim_file):
+    """Holes are cut from the input mask only: the label still asks for the background there."""
+    rng = np.random.default_rng(3)
+    full = np.ones((40, 200, 200), bool)
+    holed = with_random_holes(full, rng, fraction=1.0)
+    lost = 1 - holed.mean(axis=(1, 2))
+    assert np.all(lost > 0) and np.all(lost <= 2 / 3)
+    assert np.array_equal(with_random_holes(full, rng, fraction=0.0), full)
+
+    with SimulationReader(sim_file) as reader:
+        config = TrainingConfig(kind="cleaner", batch_size=4, mask_holes=1.0)
+        x, y = MapBatches(reader, config, np.arange(4), augment=True)[0]
+    seen, label = x[..., 1] > 0, y[..., 1] > 0
+    assert np.all(seen <= label) and np.any(label & ~seen)
+    assert np.all(x[..., 0][~seen] == 0)
