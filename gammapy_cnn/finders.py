@@ -13,6 +13,7 @@ from gammapy.datasets import Datasets
 from gammapy.estimators import ESTIMATOR_REGISTRY
 from gammapy.estimators.core import Estimator
 from scipy.ndimage import gaussian_filter, maximum_filter
+from scipy.stats import norm
 
 from .background import away_from_excesses, split_in_energy, systematic_fraction
 from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
@@ -63,6 +64,11 @@ DEFAULT_PSF_SIGMA = 0.06 * u.deg
 SIGNIFICANCE_RULE = 6.0
 #: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the significance maps it searches.
 SIGNIFICANCE_SMOOTHING_PIXELS = (4.0, 12.0)
+
+#: Independent positions of a blind search in a 5 x 5 deg field: (5 deg / 0.1 deg)^2
+#: resolution elements of the PSF's size. The trials of `CNNSourceFinder.min_significance`
+#: and of the real-time monitor's false-alarm rate.
+POSITIONS_PER_FIELD = 2500
 
 _UNSET = object()  # default of a deprecated parameter: tells "not given" from None
 
@@ -191,6 +197,11 @@ class CNNSourceFinder(Estimator):
         In joint runs over several datasets, also keep peaks of the stacked
         significance over the CNN background whose local fit reaches
         `SIGNIFICANCE_RULE` (`significance_rule`). Default True.
+    min_significance : float, optional
+        sqrt(TS) that a candidate kept by its score must reach as well. Default:
+        the trials-corrected one (`min_significance`): Poisson noise alone
+        gives the card's target false rate per field at it (4.3 for 0.02).
+        0 turns the floor off.
     psf_sigma : `~astropy.coordinates.Angle`, optional
         Width of the King profile (gamma 3; 68% radius = 2.15 sigma) of a point
         source in the energy-integrated counts: the reference of ``extension``
@@ -213,7 +224,7 @@ class CNNSourceFinder(Estimator):
 
     def __init__(self, network="default", threshold=None, background_network="default", refine=True,
                  max_candidates=50, pos_err_scale=None, rescue=True, systematics=True, significance_search=True,
-                 psf_sigma=None,
+                 min_significance=None, psf_sigma=None,
                  background=_UNSET):
         if background is not _UNSET:
             if background_network != "default":
@@ -236,6 +247,9 @@ class CNNSourceFinder(Estimator):
         self.rescue = bool(rescue)
         self.systematics = bool(systematics)
         self.significance_search = bool(significance_search)
+        if min_significance is not None and not float(min_significance) >= 0:
+            raise ValueError(f"min_significance is a sqrt(TS) >= 0, got {min_significance}")
+        self._min_significance = min_significance
         self.psf_sigma = None if psf_sigma is None else Angle(to_quantity(psf_sigma, "deg", "psf_sigma",
                                                                           positive=True))
         self._lock = threading.Lock()
@@ -302,6 +316,26 @@ class CNNSourceFinder(Estimator):
         return SIGNIFICANCE_RULE if (self.significance_search and self.refine) else None
 
     @property
+    def min_significance(self):
+        """The sqrt(TS) a candidate kept by its score must reach as well (0: no floor).
+
+        The score is calibrated on simulations; on data unlike them (another
+        instrument, the real sky) a network can score noise peaks highly. So
+        a candidate must also be significant for a blind search: the one-sided
+        Gaussian tail at this significance, times `POSITIONS_PER_FIELD` trials,
+        is the card's target false rate per field (``target_false_per_field``):
+        4.3 for 0.02. On the calibration scenario it costs about 1% of the
+        true candidates above the threshold, all near it. Needs the refinement
+        (no significance without it, no floor).
+        """
+        if self._min_significance is not None:
+            return float(self._min_significance)
+        rate = (self.calibration or {}).get("target_false_per_field")
+        if rate is None or not self.refine:
+            return 0.0
+        return float(norm.isf(rate / POSITIONS_PER_FIELD))
+
+    @property
     def pos_err_scale(self):
         """Factor from the fit's Fisher error to the reported ``pos_err`` (calibrated in the card)."""
         if self._pos_err_scale is not None:
@@ -334,7 +368,8 @@ class CNNSourceFinder(Estimator):
         (0.1 and 0.3 deg smoothing): a source too faint for any single run's
         network can still be found in the stack, by the third rule below.
 
-        Rules that keep a candidate: score >= ``threshold``; the rescue rule
+        Rules that keep a candidate: score >= ``threshold`` with a
+        significance of at least `min_significance` (trials-corrected); the rescue rule
         (`rescue_rule`); and, in joint runs only, the significance rule
         (`significance_rule`): a peak of the stacked significance whose local
         fit reaches sqrt(TS) >= `SIGNIFICANCE_RULE` (score 0 when no run's
@@ -558,7 +593,8 @@ class CNNSourceFinder(Estimator):
             significance = row.get("significance", np.nan)
             rescued = rescue is not None and row["score"] >= rescue["score"] and significance >= rescue["significance"]
             significant = min_significance is not None and significance >= min_significance
-            if row["score"] < self.threshold and not (rescued or significant):
+            scored = row["score"] >= self.threshold and not significance < self.min_significance
+            if not (scored or rescued or significant):
                 continue
             # At most the centre of a border pixel: the table's positions (x, y and sky
             # coordinates, after resampling) always lie inside the input map.

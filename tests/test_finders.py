@@ -166,7 +166,7 @@ def test_constructor_arguments_are_stored_under_their_own_names(tiny_networks):
 
     given = dict(network=tiny_networks["finder"], threshold=0.3, background_network=tiny_networks["cleaner"],
                  refine=False, max_candidates=7, pos_err_scale=2.0, rescue=False, systematics=False,
-                 significance_search=False,
+                 significance_search=False, min_significance=3.0,
                  psf_sigma=0.07 * u.deg)
     finder = CNNSourceFinder(**given)
     parameters = set(inspect.signature(CNNSourceFinder).parameters) - {"background"}  # deprecated alias

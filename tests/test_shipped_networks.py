@@ -105,3 +105,17 @@ def test_maps_smaller_than_the_training_field_keep_their_level(template, shipped
     # ~40000 counts: Poisson noise 0.5%; the off-pointing frame is partly masked, which
     # the networks never saw in training (measured 0.955 there, 1.000 centred)
     assert ratio == pytest.approx(1.0, abs=0.06 if off_pointing else 0.02)
+
+
+def test_scored_candidates_must_also_be_significant_after_trials(template):
+    """The trials floor: a candidate is kept by its score only when its significance reaches it."""
+    dataset, _ = make_dataset(template, sources=[(1.0, 0.0, 0.3)], livetime=100, seed=4)
+    finder = CNNSourceFinder(rescue=False, min_significance=0)
+    (candidate,) = finder(dataset)[:1]
+    assert candidate["score"] >= finder.threshold
+    # the default floor is the 0.02-per-field false rate over 2500 positions
+    assert CNNSourceFinder().min_significance == pytest.approx(4.31, abs=0.01)
+    above = CNNSourceFinder(rescue=False, min_significance=candidate["significance"] + 0.1)
+    assert not np.any(np.abs(above(dataset)["score"] - candidate["score"]) < 1e-6)
+    with pytest.raises(ValueError, match="min_significance"):
+        CNNSourceFinder(min_significance=-1)

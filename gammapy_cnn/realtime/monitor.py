@@ -25,6 +25,7 @@ from scipy.stats import norm
 
 from ..candidates import EXTENDED_TS
 from ..data import counts_geom, event_pixels
+from ..finders import POSITIONS_PER_FIELD
 from ..utils import to_quantity
 
 __all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "replay"]
@@ -39,9 +40,6 @@ MIN_ALERT_EXCESS = 10.0
 #: Aperture and background ring (radii) of the check an alert must pass.
 ALERT_APERTURE = 0.1 * u.deg
 ALERT_RING = (0.5, 0.8) * u.deg
-#: Independent positions per 5 x 5 deg field, for the trials of the false-alarm rate:
-#: (5 deg / 0.1 deg)^2 resolution elements of the PSF's size.
-POSITIONS_PER_FIELD = 2500
 
 
 #: Columns of a track's light curve: timescale [s] (NaN: cumulative), window start and stop
