@@ -37,8 +37,7 @@ NEAR = 0.15  # deg: an alert this close to the target is the target
 
 
 def replay_run(observation, finder):
-    monitor = Monitor(observation.get_pointing_icrs(observation.tmid), observation.tstart, finder,
-                      name=str(observation.obs_id))
+    monitor = Monitor.from_observation(observation, finder)
     began = time.perf_counter()
     alerts = replay(observation, monitor)
     wall = time.perf_counter() - began

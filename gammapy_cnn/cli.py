@@ -262,9 +262,10 @@ def monitor(events, obs_ids, alerts_dir, timescales, catalog, chunk, replay_spee
         finder = CNNSourceFinder(network=finder_name, background_network=background_network)
         writer = AlertWriter(alerts_dir, role=role)
         for observation in observations:
-            pointing = observation.get_pointing_icrs(observation.tmid)
-            run = Monitor(pointing, observation.tstart, finder, timescales=lengths, catalog=known,
-                          alert_writer=writer, name=str(observation.obs_id))
+            run = Monitor.from_observation(observation, finder, timescales=lengths, catalog=known,
+                                           alert_writer=writer)
+            if run.to_flux is None:
+                click.echo(f"run {observation.obs_id}: no effective area, light curves in counts only")
             for alert in replay(observation, run, chunk=step, speed=replay_speed):
                 click.echo(f"ALERT {alert.alert_id} ({alert.kind}): RA {alert.ra:.3f} DEC {alert.dec:.3f} "
                            f"+- {alert.pos_err_68:.3f} deg, {alert.significance:.1f} sigma on "

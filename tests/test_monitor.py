@@ -10,7 +10,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from gammapy_cnn import CNNSourceFinder
-from gammapy_cnn.realtime import ALERT_LOG_COLUMNS, AlertWriter, Monitor, replay
+from gammapy_cnn.realtime import ALERT_LOG_COLUMNS, AlertWriter, ExcessToFlux, Monitor, replay
 
 from .conftest import HESS_DR1, require
 
@@ -32,8 +32,7 @@ def finder():
 
 def _monitor(run, finder, tmp_path, **kwargs):
     writer = AlertWriter(tmp_path)
-    return Monitor(run.get_pointing_icrs(run.tmid), run.tstart, finder, alert_writer=writer,
-                   name=str(run.obs_id), **kwargs), writer
+    return Monitor.from_observation(run, finder, alert_writer=writer, **kwargs), writer
 
 
 @pytest.mark.slow
@@ -49,12 +48,19 @@ def test_a_steady_source_gives_one_track_and_one_alert(crab_run, finder, tmp_pat
     for timescale in (100, 300, 1000):  # a 28 min run: found in most windows of 100 s and longer
         rows = light_curve[light_curve["timescale"] == timescale]
         assert len(rows) >= 0.5 * (crab_run.observation_live_time_duration.to_value("s") // timescale)
+    # the Crab in Crab units, from the run's effective area (1.2-1.3 measured: a Crab-shaped
+    # spectrum, no energy dispersion; a factor 2 off would be a unit or livetime error)
+    long_windows = light_curve[light_curve["timescale"] >= 300]
+    assert 0.7 < np.median(long_windows["flux_crab"]) < 1.5
+    assert light_curve["flux"].unit == u.Unit("cm-2 s-1")
     assert alert.false_alarm_rate < monitor.alert_false_rate.to_value("1/h")
     assert 0 <= alert.latency < 5
 
     packet = vp.load(open(tmp_path / "first" / f"alert_{alert.alert_id}.xml", "rb"))
     assert vp.valid_as_v2_0(packet)
     assert vp.get_event_position(packet).ra == pytest.approx(alert.ra)
+    params = vp.get_grouped_params(packet)["gammapy_cnn_alert"]
+    assert float(params["flux_crab"]["value"]) == pytest.approx(alert.flux_crab, rel=1e-3)
     log = Table.read(writer.log_path)
     assert log.colnames == list(ALERT_LOG_COLUMNS) and len(log) == 1
     assert log["POS_ERR_68"].unit == u.deg and log["LATENCY"].unit == u.s
@@ -88,3 +94,21 @@ def test_bad_input_is_named(crab_run, finder, tmp_path):
         Monitor(CRAB, crab_run.tstart, finder, timescales=[5 * u.deg])
     with pytest.raises(ValueError, match="speed"):
         replay(crab_run, monitor, speed=0)
+
+
+def test_excess_to_flux_follows_the_effective_area(crab_run):
+    to_flux = ExcessToFlux(crab_run.aeff, 0.5 * u.TeV, 100 * u.TeV, live_fraction=0.9)
+    crab_counts = np.interp(0.5, np.linspace(0, 3, 31), to_flux.crab_rate) * 100 * 0.9
+    flux, crab = to_flux(crab_counts, 0.5 * u.deg, 100)
+    assert crab == pytest.approx(1.0, rel=1e-6)
+    assert flux == pytest.approx(to_flux.crab_flux.to_value("cm-2 s-1"), rel=1e-6)
+    # the same excess farther off-axis, where the area is smaller, is a brighter source
+    assert to_flux(crab_counts, 2.0 * u.deg, 100)[1] > 1.2
+    assert np.isnan(to_flux(crab_counts, 5 * u.deg, 100)[1])
+    # the run's own: threshold where its area reaches 10% of the maximum, its dead time
+    own = ExcessToFlux.from_observation(crab_run, Monitor(CRAB, crab_run.tstart, None).geom.axes["energy"])
+    assert 0.2 * u.TeV < own.energy_threshold < 1 * u.TeV and 0.5 < own.live_fraction < 1
+    with pytest.raises(ValueError, match="energy_max"):
+        ExcessToFlux(crab_run.aeff, 1 * u.TeV, 0.5 * u.TeV)
+    with pytest.raises(ValueError, match="live_fraction"):
+        ExcessToFlux(crab_run.aeff, 0.5 * u.TeV, 100 * u.TeV, live_fraction=0)

@@ -15,7 +15,8 @@ __all__ = ["ALERT_LOG_COLUMNS", "AlertWriter", "alert_voevent"]
 #: Columns of ``alerts.ecsv`` (the `~gammapy_cnn.realtime.Alert` fields, upper case) and their units.
 ALERT_LOG_COLUMNS = {
     "ALERT_ID": "", "TRACK_ID": "", "KIND": "", "RA": "deg", "DEC": "deg", "POS_ERR_68": "deg",
-    "TIMESCALE": "s", "SIGNIFICANCE": "", "EXCESS": "", "FALSE_ALARM_RATE": "1 / h", "TIME": "d",
+    "TIMESCALE": "s", "SIGNIFICANCE": "", "EXCESS": "", "FLUX": "cm-2 s-1", "FLUX_CRAB": "",
+    "FALSE_ALARM_RATE": "1 / h", "TIME": "d",
     "LATENCY": "s", "KNOWN_NAME": "",
 }
 STREAM = "gammapy-cnn.invalid/monitor"
@@ -52,6 +53,12 @@ def alert_voevent(alert, role="test"):
                  ucd="pos.angResolution"),
         vp.Param("known_source", value=alert.known_name, dataType="string", ucd="meta.id.cross"),
     ]
+    if np.isfinite(alert.flux):  # without an effective area the packet holds counts only
+        params += [
+            vp.Param("flux", value=f"{alert.flux:.4e}", dataType="float", unit="cm-2 s-1",
+                     ucd="phot.flux;em.energy"),
+            vp.Param("flux_crab", value=f"{alert.flux_crab:.4f}", dataType="float", ucd="phot.flux;arith.ratio"),
+        ]
     event.What.append(vp.Group(params, name="gammapy_cnn_alert"))
     vp.add_how(event, descriptions="CNNSourceFinder on counts maps of back-to-back time windows")
     vp.assert_valid_as_v2_0(event)
@@ -85,7 +92,9 @@ class AlertWriter:
             if unit:
                 table[name].unit = unit
         table.meta["comments"] = ["TIME: end of the triggering data (MJD TT); LATENCY: wall clock from "
-                                  "having that data to writing the alert"]
+                                  "having that data to writing the alert; FLUX: integral flux above the "
+                                  "maps' energy threshold for a Crab-like spectrum (NaN: no effective "
+                                  "area, counts only)"]
         with atomic_path(self.log_path) as tmp:
             table.write(tmp, format="ascii.ecsv", overwrite=True)
         return path

@@ -27,6 +27,7 @@ from ..candidates import EXTENDED_TS
 from ..data import counts_geom, event_pixels
 from ..finders import POSITIONS_PER_FIELD
 from ..utils import to_quantity
+from .flux import ExcessToFlux
 
 __all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "replay"]
 
@@ -43,8 +44,11 @@ ALERT_RING = (0.5, 0.8) * u.deg
 
 
 #: Columns of a track's light curve: timescale [s] (NaN: cumulative), window start and stop
-#: (MJD TT), the candidate's excess counts, significance, position and error [deg].
-LIGHT_CURVE_COLUMNS = ["timescale", "t_start", "t_stop", "excess", "significance", "ra", "dec", "pos_err_68"]
+#: (MJD TT), the candidate's excess counts, significance, integral flux above the maps'
+#: energy threshold [cm-2 s-1] and in Crab units (NaN without an effective area:
+#: counts only), position and error [deg].
+LIGHT_CURVE_COLUMNS = ["timescale", "t_start", "t_stop", "excess", "significance", "flux", "flux_crab",
+                       "ra", "dec", "pos_err_68"]
 
 
 @dataclass
@@ -103,6 +107,8 @@ class Alert:
     timescale: float
     significance: float
     excess: float
+    flux: float  # cm-2 s-1 above the energy threshold; NaN without an effective area
+    flux_crab: float
     false_alarm_rate: float  # per hour, all timescales and windows
     time: float  # end of the triggering data, MJD TT
     latency: float  # s, wall clock from having the data to the alert
@@ -140,6 +146,10 @@ class Monitor:
         its median rate on the longest timescale seen so far. Default 3.
     offset_max : `~astropy.coordinates.Angle`
         Pixels beyond this from the pointing are masked. Default 2.5 deg.
+    to_flux : `~gammapy_cnn.realtime.ExcessToFlux`, optional
+        Converts excess counts into integral fluxes (e.g.
+        ``ExcessToFlux.from_observation``). Without it (no IRF) light curves
+        and alerts hold counts only, their flux columns NaN.
     alert_writer : callable, optional
         Called with each `Alert` as it is raised (e.g.
         `gammapy_cnn.realtime.alerts.AlertWriter`).
@@ -149,7 +159,7 @@ class Monitor:
 
     def __init__(self, pointing, tstart, finder, timescales=DEFAULT_TIMESCALES, energy_axis=None, catalog=None,
                  association_radius=0.2 * u.deg, alert_false_rate=0.1 / u.h, flare_factor=3.0,
-                 offset_max=2.5 * u.deg, alert_writer=None, name="monitor"):
+                 offset_max=2.5 * u.deg, to_flux=None, alert_writer=None, name="monitor"):
         if not isinstance(pointing, SkyCoord) or not pointing.isscalar:
             raise ValueError(f"pointing must be a scalar SkyCoord, got {pointing!r}")
         self.pointing = pointing.icrs
@@ -168,6 +178,7 @@ class Monitor:
         self.flare_factor = float(flare_factor)
         offset = self.geom.to_image().separation(self.pointing)
         self._safe_image = offset < to_quantity(offset_max, "deg", "offset_max", positive=True)
+        self.to_flux = to_flux
         self.alert_writer = alert_writer
         self.tracks, self.alerts, self.windows = [], [], []
         self.name = str(name)
@@ -176,6 +187,16 @@ class Monitor:
         self._last, self._alerted = 0.0, set()
         self._alert_numbers = itertools.count(1)
         self._next = {t: (CUMULATIVE_EVERY if t is None else t) for t in self.timescales}
+
+    @classmethod
+    def from_observation(cls, observation, finder, **kwargs):
+        """The monitor of a DL3 run: its pointing and start, its id as ``name``, and fluxes from
+        its effective area when it has one (`ExcessToFlux.from_observation`). ``kwargs`` go to `Monitor`."""
+        kwargs.setdefault("name", str(observation.obs_id))
+        monitor = cls(observation.get_pointing_icrs(observation.tmid), observation.tstart, finder, **kwargs)
+        if monitor.to_flux is None:
+            monitor.to_flux = ExcessToFlux.from_observation(observation, monitor.geom.axes["energy"])
+        return monitor
 
     @property
     def windows_per_hour(self):
@@ -289,8 +310,12 @@ class Monitor:
         position = SkyCoord(candidate["RA"], candidate["DEC"], unit="deg")
         row = {"timescale": np.nan if timescale is None else timescale, "t_start": t_start, "t_stop": t_stop,
                "excess": float(candidate["excess"]), "significance": float(candidate["significance"]),
-               "ra": float(position.ra.deg), "dec": float(position.dec.deg),
+               "flux": np.nan, "flux_crab": np.nan, "ra": float(position.ra.deg), "dec": float(position.dec.deg),
                "pos_err_68": float(candidate["pos_err_68"])}
+        if self.to_flux is not None:
+            flux, crab = self.to_flux(row["excess"], position.separation(self.pointing),
+                                      (t_stop - t_start) * 86400)
+            row.update(flux=float(flux), flux_crab=float(crab))
         # only point-like candidates the network itself scores above its threshold, with enough
         # counts, can alert: the finder's rescue rule also keeps lower scores (fine for a catalogue),
         # and in short windows an "extended" fit is one gone wide over background fluctuations
@@ -352,6 +377,7 @@ class Monitor:
             alert_id=f"{self.name}-{next(self._alert_numbers)}", track_id=track.track_id, kind=kind,
             ra=row["ra"], dec=row["dec"], pos_err_68=row["pos_err_68"],
             timescale=row["timescale"], significance=row["significance"], excess=row["excess"],
+            flux=row["flux"], flux_crab=row["flux_crab"],
             false_alarm_rate=self.false_alarm_rate(row["significance"]), time=row["t_stop"],
             latency=time.time() - received, known_name=track.known_name,
         )
@@ -409,7 +435,8 @@ class Monitor:
         """The track's light curve: one row per window in which it was found (`LIGHT_CURVE_COLUMNS`)."""
         (track,) = [t for t in self.tracks if t.track_id == track_id]
         table = Table(rows=track.light_curve, names=LIGHT_CURVE_COLUMNS)
-        for name, unit in (("timescale", "s"), ("ra", "deg"), ("dec", "deg"), ("pos_err_68", "deg")):
+        for name, unit in (("timescale", "s"), ("flux", "cm-2 s-1"), ("ra", "deg"), ("dec", "deg"),
+                           ("pos_err_68", "deg")):
             table[name].unit = unit
         return table
 
