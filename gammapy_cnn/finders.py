@@ -399,16 +399,63 @@ class CNNSourceFinder(Estimator):
                 maker.network_  # noqa: B018  (load it here, not in two threads at once)
         if isinstance(dataset, (Datasets, list, tuple)):
             return self._run_joint(as_dataset_list(dataset), network, maker)
-        warn_if_wobble_stack(dataset, "CNNSourceFinder.run")
-        grid, counts, mask, native_counts, native_mask = native_images(dataset)
-        geom = dataset.counts.geom
-        if not counts.any():  # no event, no candidate (an empty time window is valid input)
-            return self._table([], geom, grid)
-        if network.architecture == ORIGINAL:
-            rows = self._original_candidates(network, native_counts)
-        else:
-            rows = self._candidates(network, native_counts, native_mask, maker, dataset, grid)
-        return self._table(rows, geom, grid)
+        return self._run_single([dataset], network, maker)[0]
+
+    def run_many(self, datasets):
+        """Candidates of several independent datasets, the networks called once for all of them.
+
+        What `run` gives for each dataset on its own (no joint search), but
+        the heatmaps of the maps that share a shape come from one batched
+        network call, and so do their backgrounds: the real-time monitor's
+        windows that fall due together (10 s to cumulative) go through in one
+        step.
+
+        Parameters
+        ----------
+        datasets : sequence of `~gammapy.datasets.MapDataset`
+
+        Returns
+        -------
+        tables : list of `~astropy.table.Table`
+            One per dataset, in order; see `run`.
+        """
+        with self._lock:
+            network = self.network_
+            maker = self.background_maker
+            if maker is not None:
+                maker.network_  # noqa: B018
+        return self._run_single(list(datasets), network, maker)
+
+    def _run_single(self, datasets, network, maker):
+        """One table per dataset; maps of the same native shape share the network calls."""
+        images = []
+        for dataset in datasets:
+            warn_if_wobble_stack(dataset, "CNNSourceFinder.run")
+            images.append(native_images(dataset))
+        tables = [None] * len(datasets)
+        groups = {}
+        for i, (grid, counts, _, native_counts, _) in enumerate(images):
+            if not counts.any():  # no event, no candidate (an empty time window is valid input)
+                tables[i] = self._table([], datasets[i].counts.geom, grid)
+            elif network.architecture == ORIGINAL:
+                rows = self._original_candidates(network, native_counts)
+                tables[i] = self._table(rows, datasets[i].counts.geom, grid)
+            else:
+                groups.setdefault(native_counts.shape, []).append(i)
+        for members in groups.values():
+            counts = np.array([images[i][3] for i in members])
+            mask = np.array([images[i][4] for i in members])
+            peaks = self._heatmap_peaks(network, counts, mask)
+            with_peaks = [k for k, (xs, _, _) in enumerate(peaks) if len(xs)]
+            backgrounds = {}
+            if self.refine and maker is not None and with_peaks:
+                estimated = maker.estimate_background(counts[with_peaks], mask[with_peaks])
+                backgrounds = dict(zip(with_peaks, estimated))
+            for k, i in enumerate(members):
+                grid = images[i][0]
+                rows = self._candidates(peaks[k], counts[k], mask[k], backgrounds.get(k), datasets[i], grid)
+                tables[i] = self._table(rows, datasets[i].counts.geom, grid)
+        return tables
 
     def _run_joint(self, datasets, network, maker):
         if network.architecture == ORIGINAL:
@@ -459,7 +506,7 @@ class CNNSourceFinder(Estimator):
         run_mask = reproject_mask(mask, source, frame)
         if not run_counts.any():
             return []
-        xs, ys, scores = self._heatmap_peaks(network, run_counts, run_mask)
+        xs, ys, scores = self._heatmap_peaks(network, run_counts[None], run_mask[None])[0]
         if not len(xs):
             return []
         lon, lat = frame.pix_to_coord((xs, ys))
@@ -477,16 +524,17 @@ class CNNSourceFinder(Estimator):
         return [dict(x=xy[0], y=xy[1], score=float(cleaned[0].max()), significance=np.nan,
                      excess=np.nan, pos_err=np.nan)]
 
-    def _candidates(self, network, counts, mask, maker, dataset, grid):
-        xs, ys, scores = self._heatmap_peaks(network, counts, mask)
+    def _candidates(self, peaks, counts, mask, background, dataset, grid):
+        """Refined candidates of one map from its heatmap peaks and its CNN ``background`` (None:
+        the dataset's own)."""
+        xs, ys, scores = peaks
         if not (self.refine and len(xs)):
             rows = [dict(x=x, y=y, score=score) for x, y, score in zip(xs, ys, scores)]
             return self._accepted(rows, counts.shape, self.rescue_rule)
         # per-energy cubes only now: most real-time fields have no candidate,
         # and a large map's cube costs memory
         cube = _per_energy(dataset.counts.data, dataset, grid)
-        if maker is not None:
-            background = maker.estimate_background(counts[None], mask[None])[0]
+        if background is not None:
             radius = FIT_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
             # the spectrum as CNNBackgroundMaker.run makes it, the candidates' discs left out too
             background_cube = split_in_energy(background, cube, counts, mask,
@@ -497,12 +545,16 @@ class CNNSourceFinder(Estimator):
                              self._psf_sigma_pixels(dataset, cube), self.rescue_rule)
 
     def _heatmap_peaks(self, network, counts, mask):
-        """Heatmap peaks above the lowest score that can be kept: x, y (native pixels), score."""
-        x, _ = normalise(counts[None], mask[None])
+        """Heatmap peaks above the lowest score that can be kept, per (n, ny, nx) map: x, y
+        (native pixels), score."""
+        x, _ = normalise(counts, mask)
         x, window = pad(x)
         out = network.predict(x)
-        heat = out["heatmap"][0, ..., 0]
-        offset = out["offset"][0]
+        return [self._peaks(out["heatmap"][i, ..., 0], out["offset"][i], window, counts[i], mask[i])
+                for i in range(len(counts))]
+
+    def _peaks(self, heat, offset, window, counts, mask):
+        """The peaks of one map's heatmap and offsets (padded by ``window``), on valid pixels."""
         rescue = self.rescue_rule
         floor = min(self.threshold, rescue["score"]) if rescue else self.threshold
         peaks = (heat == maximum_filter(heat, size=3)) & (heat >= floor)

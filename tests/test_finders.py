@@ -26,6 +26,23 @@ def test_table_columns_and_units(template, tiny_networks):
     assert np.all(np.diff(table["score"]) <= 0)
 
 
+def test_run_many_is_run_on_each_with_one_network_call(template, tiny_networks):
+    """The monitor's batched path gives, map by map, what the single-map path gives."""
+    finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
+                             threshold=0.0, max_candidates=5)
+    datasets = [make_dataset(template, sources=[(0.5, 0.0, 3.0)], livetime=600, seed=1)[0],
+                make_dataset(template, livetime=10, seed=2)[0],
+                make_dataset(template, sources=[(-1.0, 0.5, 1.0)], livetime=300, seed=3)[0]]
+    datasets[1].counts.data[...] = 0  # an empty window
+    many = finder.run_many(datasets)
+    assert len(many) == 3 and len(many[1]) == 0
+    for dataset, table in zip(datasets, many):
+        alone = finder(dataset)
+        assert len(alone) == len(table)
+        for name in ("x", "y", "score", "significance", "excess"):
+            np.testing.assert_allclose(table[name], alone[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_empty_table_same_columns(template, tiny_networks):
     dataset, _ = make_dataset(template, livetime=100)
     table = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"],
