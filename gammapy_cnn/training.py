@@ -594,6 +594,11 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     and ``psf_sigma_deg``, the width of a point source (`point_source_width`),
     the reference of the finder's ``extension`` and ``ts_ext``.
 
+    The scores are calibrated alone (``min_significance=0``); the card then
+    records what the trials floor (`CNNSourceFinder.min_significance`, from
+    ``target_rate``) removes above the threshold: ``floor_false_per_field``
+    and ``n_true_candidates_below_floor``.
+
     It also measures the second detection rule (`CNNSourceFinder.rescue_rule`):
     peaks with a score between ``rescue_score`` and the threshold whose local
     fit gives sqrt(TS) >= ``rescue_significance``. The card records the rule
@@ -607,15 +612,16 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     from astropy.coordinates import SkyCoord
     from gammapy.datasets import MapDataset
     from gammapy.maps import Map, MapAxis, WcsGeom
+    from scipy.stats import norm
     from tqdm.auto import tqdm
 
-    from .finders import CNNSourceFinder
+    from .finders import POSITIONS_PER_FIELD, CNNSourceFinder
 
     reader = SimulationReader(data)
     n = len(reader) if max_maps is None else min(len(reader), max_maps)
     psf_sigma = point_source_width(reader, n)
     finder = CNNSourceFinder(network=network, background_network=background, threshold=0.05,
-                             max_candidates=100, pos_err_scale=1.0, rescue=False,
+                             max_candidates=100, pos_err_scale=1.0, rescue=False, min_significance=0,
                              psf_sigma=psf_sigma * u.deg)
     energy = MapAxis.from_energy_edges(reader.energy_edges, unit="TeV", name="energy")
     npix = reader.counts(0).shape[-1]
@@ -651,6 +657,8 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
     threshold = float(scores[ok[0]]) if len(ok) else 1.0
     above = np.asarray(true_scores) >= threshold
     ratio = np.asarray(true_error_ratio)[above]
+    floor = float(norm.isf(target_rate / POSITIONS_PER_FIELD))
+    false_above = false_scores >= threshold
     calibration = dict(
         score=scores.round(4).tolist(), false_per_field=rate.round(5).tolist(),
         default_threshold=threshold, target_false_per_field=target_rate, n_fields=int(n),
@@ -658,6 +666,9 @@ def calibrate_finder(network, data, background="default", match_radius=0.15, tar
         n_true_candidates_above_threshold=int(above.sum()),
         pos_err_scale=float(np.percentile(ratio, 68)) if len(ratio) else 1.0,
         psf_sigma_deg=psf_sigma,
+        min_significance=floor,
+        floor_false_per_field=float((false_above & (np.asarray(false_significance) < floor)).sum() / n),
+        n_true_candidates_below_floor=int((above & (np.asarray(true_significance) < floor)).sum()),
         # significances (and so the rescue rule) include the background's systematic error
         systematics=finder.systematics,
     )

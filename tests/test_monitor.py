@@ -10,7 +10,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from gammapy_cnn import CNNSourceFinder
-from gammapy_cnn.realtime import ALERT_LOG_COLUMNS, AlertWriter, ExcessToFlux, Monitor, replay
+from gammapy_cnn.realtime import ALERT_LOG_COLUMNS, AlertWriter, ExcessToFlux, Monitor, new_files, replay
 
 from .conftest import HESS_DR1, require
 
@@ -112,3 +112,49 @@ def test_excess_to_flux_follows_the_effective_area(crab_run):
         ExcessToFlux(crab_run.aeff, 1 * u.TeV, 0.5 * u.TeV)
     with pytest.raises(ValueError, match="live_fraction"):
         ExcessToFlux(crab_run.aeff, 0.5 * u.TeV, 100 * u.TeV, live_fraction=0)
+
+
+def test_new_files_hands_out_each_finished_file_once(tmp_path):
+    (tmp_path / "a.fits").write_bytes(b"x" * 10)
+    looks = []
+
+    def sleep(_):  # one look per poll; files arrive between looks
+        looks.append(len(looks))
+        if len(looks) == 2:
+            (tmp_path / "b.fits.gz").write_bytes(b"y" * 5)
+            (tmp_path / "notes.txt").write_text("not DL3")
+        if len(looks) == 3:
+            with open(tmp_path / "b.fits.gz", "ab") as growing:  # still being copied in
+                growing.write(b"y")
+
+    got = [p.name for p in new_files(tmp_path, poll=1.0, idle_exit=2.0, sleep=sleep)]
+    assert got == ["a.fits", "b.fits.gz"]
+    with pytest.raises(ValueError, match="existing folder"):
+        next(new_files(tmp_path / "missing"))
+
+
+@pytest.mark.slow
+def test_follow_a_folder_from_the_command_line(tmp_path):
+    """``gammapy-cnn monitor --follow DIR``: the run moved into the folder alerts; a bad file is skipped."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from gammapy_cnn.cli import cli
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    run_file = require(HESS_DR1) / "data" / f"hess_dl3_dr1_obs_id_0{CRAB_RUN}.fits.gz"
+    shutil.copy(run_file, inbox / run_file.name)
+    (inbox / "broken.fits").write_bytes(b"not a FITS file")
+    out = tmp_path / "alerts"
+    result = CliRunner().invoke(cli, ["monitor", "--follow", str(inbox), "--idle-exit", "0.5", "--poll", "0.2",
+                                      "--alerts", str(out), "--timescales", "300s,cumulative"])
+    assert result.exit_code == 0, result.output
+    assert "skipped broken.fits" in result.output
+    log = Table.read(out / "alerts.ecsv")
+    assert len(log) == 1 and log["ALERT_ID"][0] == f"{CRAB_RUN}-1"
+    assert SkyCoord(log["RA"][0], log["DEC"][0], unit="deg").separation(CRAB).deg < 0.15
+    assert np.isfinite(log["FLUX_CRAB"][0])
+    both = CliRunner().invoke(cli, ["monitor", str(inbox), "--follow", str(inbox), "--alerts", str(out)])
+    assert both.exit_code != 0 and "not both" in both.output

@@ -107,6 +107,15 @@ def card_markdown(card, name):
                 f"{cal['n_true_candidates_rescued']} true ones (to {cal['n_true_candidates_above_threshold']}).",
                 "",
             ]
+        if "min_significance" in cal:
+            lines += [
+                f"Trials floor: a candidate kept by its score must also reach sqrt(TS) >= "
+                f"{cal['min_significance']:.2f} (Poisson noise over 2500 positions per field gives the "
+                f"target rate there). On the same fields, above the threshold, it removes "
+                f"{cal['floor_false_per_field']:.4f} false candidates per field and "
+                f"{cal['n_true_candidates_below_floor']} true ones.",
+                "",
+            ]
         lines += [
             "| score >= | false candidates per field |",
             "|---|---|",

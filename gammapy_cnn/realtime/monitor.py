@@ -29,7 +29,7 @@ from ..finders import POSITIONS_PER_FIELD
 from ..utils import to_quantity
 from .flux import ExcessToFlux
 
-__all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "replay"]
+__all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "new_files", "replay"]
 
 #: Window lengths of the monitor (s); ``None`` is the cumulative exposure.
 DEFAULT_TIMESCALES = (*([10, 30, 100, 300, 1000] * u.s), None)
@@ -477,6 +477,50 @@ def replay(observation, monitor, chunk=1 * u.s, speed=None):
         lo, hi = np.searchsorted(seconds, [start, end])
         alerts += monitor.feed(events.select_row_subset(order[lo:hi]), until=monitor.tstart + end * u.s)
     return alerts + monitor.finish(observation.tstop)
+
+
+def new_files(directory, pattern="*.fits*", poll=1.0, idle_exit=None, sleep=time.sleep):
+    """The files that appear in ``directory``, oldest first, as they arrive (a generator).
+
+    Files already there come first. A file is handed out once its size has
+    stayed the same over one poll, so that one still being copied in is not
+    read half; a producer that moves finished files in (a rename, atomic) is
+    the safe way. Each file is handed out once.
+
+    Parameters
+    ----------
+    directory : str or `~pathlib.Path`
+        The folder to watch (it must exist).
+    pattern : str
+        Glob of the files to take. Default DL3 FITS files, compressed or not.
+    poll : float
+        Seconds between looks. Default 1.
+    idle_exit : float, optional
+        Stop after this many seconds without a new file. Default: never
+        (until interrupted).
+    """
+    from pathlib import Path
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"--follow needs an existing folder, got {str(directory)!r}")
+    seen, sizes = set(), {}
+    idle = 0.0
+    while idle_exit is None or idle <= idle_exit:
+        ready = []
+        for path in folder.glob(pattern):
+            if path in seen or not path.is_file():
+                continue
+            size = path.stat().st_size
+            if sizes.get(path) == size:
+                ready.append(path)
+            sizes[path] = size
+        for path in sorted(ready, key=lambda p: (p.stat().st_mtime, p.name)):
+            seen.add(path)
+            yield path
+        arriving = any(path not in seen for path in sizes)  # still being written: not idle
+        idle = 0.0 if ready or arriving else idle + poll
+        sleep(poll)
 
 
 def _catalog_positions(catalog):
