@@ -619,9 +619,17 @@ class CNNSourceFinder(Estimator):
             if below and min_significance is not None:
                 min_ts = min(min_ts or np.inf, min_significance**2)
             fit = fit_source(cube, background_cube, px, py, radius, min_ts=min_ts)
+            reach = radius / 2 - 0.5
+            if _on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) >= reach:
+                # the fit walked out of its cutout's core (a heatmap peak off a source far brighter
+                # than any in training: a GRB's first seconds); fit again around where it went, and
+                # keep that when it stays there
+                again = fit_source(cube, background_cube, fit["x"], fit["y"], radius, min_ts=min_ts)
+                if np.hypot(again["x"] - fit["x"], again["y"] - fit["y"]) < reach and again["ts"] > fit["ts"]:
+                    fit, px, py = again, fit["x"], fit["y"]
             row.update(significance=np.sqrt(fit["ts"]), excess=fit["amplitude"],
                        pos_err=fit["pos_err"] * binsz * self.pos_err_scale)
-            if _on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) < radius / 2 - 0.5:
+            if _on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) < reach:
                 row.update(x=fit["x"], y=fit["y"])
             ext = fit_extension(counts_image, background_image, row["x"], row["y"], psf_sigma, radius, binsz)
             row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])

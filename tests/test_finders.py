@@ -224,3 +224,17 @@ def test_created_dataset_safe_mask_hint(template, tiny_networks):
     finder = CNNSourceFinder(network=tiny_networks["finder"], background_network=tiny_networks["cleaner"])
     with pytest.raises(ValueError, match="MapDataset.create makes an all-False mask_safe"):
         finder.run(created)
+
+
+def test_a_fit_that_walks_off_its_start_is_fitted_again_there(template, tiny_networks):
+    """A heatmap peak 0.1 deg off a very bright source (a GRB's first seconds): the refinement
+    must end on the source, not stay at the peak because the fit moved too far."""
+    dataset, truth = make_dataset(template, sources=[(0.5, 0.0, 100.0)], livetime=10, seed=5)
+    (source,) = truth["sources"]
+    finder = CNNSourceFinder(network=tiny_networks["finder"], threshold=0.0, rescue=False, systematics=False,
+                             min_significance=0)
+    cube = dataset.counts.data.astype(float)
+    mask = np.ones(cube.shape[1:], bool)
+    start_x, start_y = source["x"] + 4.0, source["y"] - 0.5  # 0.1 deg off
+    (row,) = finder._refined([start_x], [start_y], [0.9], cube, truth["background"], mask, 2.5, None)
+    assert np.hypot(row["x"] - source["x"], row["y"] - source["y"]) < 0.5  # pixels (0.0125 deg)

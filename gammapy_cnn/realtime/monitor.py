@@ -86,12 +86,19 @@ class Track:
         self.ra, self.dec = float(mean.ra.deg), float(mean.dec.deg)
         self.pos_err_68 = float(1 / np.sqrt(w_old + w_new))
 
-    def rate(self, timescale=None):
-        """Median excess rate (counts/s) of the detections on ``timescale`` (all when None)."""
-        rows = [r for r in self.light_curve if timescale is None or r["timescale"] == timescale]
+    def rate(self, before):
+        """The track's rate before time ``before`` (MJD TT): the median excess rate (counts/s) of
+        its detections in windows that ended by then, on the longest timescale among them (NaN if none).
+
+        A flare is measured against it: only data before the window, so that a source that
+        is fading (an afterglow) is not compared with its own later, fainter windows.
+        """
+        rows = [r for r in self.light_curve if r["t_stop"] <= before + 1e-9 and np.isfinite(r["timescale"])]
         if not rows:
             return np.nan
-        return float(np.median([r["excess"] / ((r["t_stop"] - r["t_start"]) * 86400) for r in rows]))
+        longest = max(r["timescale"] for r in rows)
+        return float(np.median([r["excess"] / ((r["t_stop"] - r["t_start"]) * 86400)
+                                for r in rows if r["timescale"] == longest]))
 
 
 @dataclass
@@ -335,7 +342,7 @@ class Monitor:
             self.tracks.append(track)
             track.light_curve.append(row)
         else:
-            reference = track.rate(self._longest_timescale(track))
+            reference = track.rate(before=t_start)
             track.add(row)
             if track.known or track.track_id in self._alerted:
                 return self._flare(track, row, reference, alerting, received)
@@ -382,10 +389,6 @@ class Monitor:
             false_alarm_rate=self.false_alarm_rate(row["significance"]), time=row["t_stop"],
             latency=time.time() - received, known_name=track.known_name,
         )
-
-    def _longest_timescale(self, track):
-        finite = [r["timescale"] for r in track.light_curve if np.isfinite(r["timescale"])]
-        return max(finite) if finite else None
 
     def _nearest_track(self, position, pos_err_68):
         """The track this candidate is: the nearest within ``association_radius`` or, for uncertain
