@@ -158,3 +158,30 @@ def test_follow_a_folder_from_the_command_line(tmp_path):
     assert np.isfinite(log["FLUX_CRAB"][0])
     both = CliRunner().invoke(cli, ["monitor", str(inbox), "--follow", str(inbox), "--alerts", str(out)])
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_a_simulated_burst_alerts_within_seconds_of_its_onset(template, finder, tmp_path):
+    """Events with arrival times from gammapy's MapDatasetEventSampler: nothing before the
+    onset, one alert at the burst in the first window after it, none elsewhere."""
+    from gammapy_cnn.simulation import light_curve_source, simulate_observation
+
+    pointing = SkyCoord(83.6, 22.0, unit="deg")
+    burst = pointing.directional_offset_by(30 * u.deg, 1.0 * u.deg)
+    onset = 100.0
+    times = np.concatenate([[0, onset - 0.01], onset + np.geomspace(1, 200, 30)]) * u.s
+    norms = np.where(times.value < onset, 0.0, (np.maximum(times.value - onset, 1) / 100) ** -1.2)
+    source = light_curve_source(burst, 1.0, times, norms, name="burst")
+    run = simulate_observation(template, pointing, 300 * u.s, [source], seed=7)
+    seconds = (run.events.time - run.tstart).to_value("s")
+    assert seconds.min() >= 0 and seconds.max() <= 300
+    near = run.events.radec.separation(burst).deg < 0.1
+    # before the onset only background (~5 events in 100 s there), then the burst
+    assert np.sum(near & (seconds < onset)) < 20 and np.sum(near & (seconds > onset)) > 100
+
+    monitor, _ = _monitor(run, finder, tmp_path, timescales=[10 * u.s, 30 * u.s])
+    alerts = replay(run, monitor)
+    assert [a.kind for a in alerts] == ["new"]
+    (alert,) = alerts
+    assert SkyCoord(alert.ra, alert.dec, unit="deg").separation(burst).deg < 0.05
+    assert 0 < (alert.time - run.tstart.tt.mjd) * 86400 - onset <= 10 + 1e-3
+    assert np.isfinite(alert.flux_crab) and alert.flux_crab > 1
