@@ -92,6 +92,16 @@ def test_bad_input_is_named(crab_run, finder, tmp_path):
         monitor.feed(events[np.argsort(events["TIME"])][:10])
     with pytest.raises(ValueError, match="timescale"):
         Monitor(CRAB, crab_run.tstart, finder, timescales=[5 * u.deg])
+    # DL3-style seconds need the reference time of the header; with it they are read
+    seconds = Table({"TIME": [1.0, 2.0] * u.s, "RA": [83.6, 83.7] * u.deg, "DEC": [22.0, 22.1] * u.deg,
+                     "ENERGY": [1.0, 2.0] * u.TeV})
+    fresh, _ = _monitor(crab_run, finder, tmp_path / "fresh", timescales=[100 * u.s])
+    with pytest.raises(ValueError, match="MJDREFI"):
+        fresh.feed(seconds)
+    reference = crab_run.tstart.tt
+    seconds.meta.update(MJDREFI=int(reference.mjd), MJDREFF=reference.mjd % 1, TIMESYS="tt")
+    fresh.feed(seconds)
+    assert fresh._last == pytest.approx(2.0, abs=1e-3)
     with pytest.raises(ValueError, match="speed"):
         replay(crab_run, monitor, speed=0)
 

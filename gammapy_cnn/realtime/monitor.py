@@ -235,6 +235,8 @@ class Monitor:
         missing = {"TIME", "RA", "DEC", "ENERGY"} - set(table.colnames)
         if missing:
             raise ValueError(f"events lack the column(s) {sorted(missing)}")
+        if not isinstance(table["TIME"], Time):  # DL3 style: seconds since MJDREFI + MJDREFF
+            table = _with_time_column(table)
         chunk = EventList(table)
         seconds = (chunk.time - self.tstart).to_value("s")
         if len(seconds) and self._times and seconds.min() < self._last - 1e-6:
@@ -524,6 +526,19 @@ def new_files(directory, pattern="*.fits*", poll=1.0, idle_exit=None, sleep=time
         arriving = any(path not in seen for path in sizes)  # still being written: not idle
         idle = 0.0 if ready or arriving else idle + poll
         sleep(poll)
+
+
+def _with_time_column(table):
+    """A copy of an events table whose ``TIME`` (s since the header's reference) is an `~astropy.time.Time`."""
+    from gammapy.utils.time import time_ref_from_dict
+
+    if "MJDREFI" not in table.meta and "MJDREF" not in table.meta:
+        raise ValueError("events with TIME in seconds need the reference time in the table's meta "
+                         "(MJDREFI and MJDREFF, and TIMESYS, as in DL3), or a TIME column of astropy Time")
+    table = table.copy(copy_data=False)
+    seconds = u.Quantity(table["TIME"], "s") if table["TIME"].unit is None else u.Quantity(table["TIME"])
+    table["TIME"] = time_ref_from_dict(table.meta, scale=str(table.meta.get("TIMESYS", "tt")).lower()) + seconds
+    return table
 
 
 def _catalog_positions(catalog):
