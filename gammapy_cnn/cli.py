@@ -216,6 +216,8 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, background
 
 @cli.command()
 @click.argument("events", type=click.Path(exists=True), required=False)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file of settings (gammapy_cnn.realtime.MonitorConfig); options given here override it.")
 @click.option("--obs-id", "obs_ids", type=int, multiple=True,
               help="Observation id to monitor (repeat). Default: all in the data store.")
 @click.option("--follow", "follow_dir", type=click.Path(exists=True, file_okay=False),
@@ -223,87 +225,96 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, background
                    "arrives (move finished files in).")
 @click.option("--idle-exit", type=float,
               help="With --follow: stop after this many seconds without a new file. Default: never.")
-@click.option("--poll", type=float, default=1.0, show_default=True, help="With --follow: seconds between looks.")
-@click.option("--alerts", "alerts_dir", type=click.Path(file_okay=False), required=True,
-              help="Folder for the VOEvent files, alerts.ecsv, tracks and light curves.")
-@click.option("--timescales", default="10s,30s,100s,300s,1000s,cumulative", show_default=True,
-              help="Comma-separated window lengths with units; 'cumulative' for the whole exposure so far.")
+@click.option("--poll", type=float, help="With --follow: seconds between looks. Default 1.")
+@click.option("--alerts", "alerts", type=click.Path(file_okay=False),
+              help="Folder for the VOEvent files, alerts.ecsv, tracks and light curves (or `alerts:` in --config).")
+@click.option("--timescales", help="Comma-separated window lengths with units; 'cumulative' for the whole "
+              "exposure so far. Default: 10s,30s,100s,300s,1000s,cumulative.")
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
               help="FITS or ECSV table of known sources (RA, DEC, optional NAME): their tracks alert on flares only.")
-@click.option("--chunk", default="1s", show_default=True, help="Data per step of the replay.")
+@click.option("--chunk", help="Data per step of the replay. Default 1s.")
 @click.option("--replay-speed", type=float,
               help="1: as in real time, 2: twice as fast... Default: as fast as possible.")
-@click.option("--finder", "finder_name", default="default", show_default=True,
-              help="Shipped finder network name or .keras file.")
-@click.option("--background-network", "background_network", default="default", show_default=True,
-              help="Shipped background network name or .keras file.")
-@click.option("--role", type=click.Choice(["test", "observation"]), default="test", show_default=True,
-              help="VOEvent role of the packets (replays are tests).")
-def monitor(events, obs_ids, follow_dir, idle_exit, poll, alerts_dir, timescales, catalog, chunk, replay_speed,
-            finder_name, background_network, role):
+@click.option("--finder", "finder", help="Shipped finder network name or .keras file. Default: default.")
+@click.option("--background-network", "background_network",
+              help="Shipped background network name or .keras file. Default: default.")
+@click.option("--role", type=click.Choice(["test", "observation"]),
+              help="VOEvent role of the packets (replays are tests). Default: test.")
+def monitor(events, config_path, obs_ids, follow_dir, **options):
     """Replay DL3 runs through the real-time monitor: tracks, light curves and VOEvent alerts.
 
     EVENTS is a DL3 data store folder or a single event file; or, with
     --follow DIR, the DL3 files of a folder, taken as they arrive. Each run's
     events are fed in chunks, as they would arrive; every timescale's windows
     go through the finder as they close. Alerts are printed and written to
-    --alerts as they are raised.
+    --alerts as they are raised; Ctrl-C stops after writing the current run's
+    tracks and light curves.
     """
     import astropy.units as u
     import numpy as np
     from astropy.table import Table
+    from pydantic import ValidationError
 
     from .data import read_observations
     from .finders import CNNSourceFinder
-    from .realtime import AlertWriter, Monitor, new_files, parse_quantity, replay
-    from .utils import atomic_path
+    from .realtime import AlertWriter, Monitor, MonitorConfig, new_files, replay
+    from .utils import atomic_path, to_quantity
 
     def monitor_run(observation):
-        run = Monitor.from_observation(observation, finder, timescales=lengths, catalog=known,
-                                       alert_writer=writer)
+        run = Monitor.from_observation(observation, finder, catalog=known, alert_writer=writer,
+                                       **config.monitor_kwargs())
         if run.to_flux is None:
             click.echo(f"run {observation.obs_id}: no effective area, light curves in counts only")
-        for alert in replay(observation, run, chunk=step, speed=replay_speed):
-            click.echo(f"ALERT {alert.alert_id} ({alert.kind}): RA {alert.ra:.3f} DEC {alert.dec:.3f} "
-                       f"+- {alert.pos_err_68:.3f} deg, {alert.significance:.1f} sigma on "
-                       f"{'cumulative' if np.isnan(alert.timescale) else f'{alert.timescale:g} s'}"
-                       f", latency {alert.latency:.3f} s")
-        tracks = run.tracks_table()
-        for label, table in (("tracks", tracks), ("light_curves", run.light_curves())):
-            with atomic_path(Path(alerts_dir) / f"{label}_{observation.obs_id}.ecsv") as tmp:
-                table.write(tmp, format="ascii.ecsv", overwrite=True)
-        click.echo(f"run {observation.obs_id}: {len(run.windows)} windows, {len(tracks)} tracks, "
-                   f"{len(run.alerts)} alert(s)")
+        try:
+            for alert in replay(observation, run, chunk=step, speed=config.replay_speed):
+                click.echo(f"ALERT {alert.alert_id} ({alert.kind}): RA {alert.ra:.3f} DEC {alert.dec:.3f} "
+                           f"+- {alert.pos_err_68:.3f} deg, {alert.significance:.1f} sigma on "
+                           f"{'cumulative' if np.isnan(alert.timescale) else f'{alert.timescale:g} s'}"
+                           f", latency {alert.latency:.3f} s")
+        finally:  # also on Ctrl-C: what the run has seen so far is written
+            tracks = run.tracks_table()
+            for label, table in (("tracks", tracks), ("light_curves", run.light_curves())):
+                with atomic_path(Path(config.alerts) / f"{label}_{observation.obs_id}.ecsv") as tmp:
+                    table.write(tmp, format="ascii.ecsv", overwrite=True)
+            click.echo(f"run {observation.obs_id}: {len(run.windows)} windows, {len(tracks)} tracks, "
+                       f"{len(run.alerts)} alert(s)")
 
+    writer = None
     try:
         if (events is None) == (follow_dir is None):
             raise ValueError("give EVENTS (a data store or an event file) or --follow DIR, not both")
-        lengths = [None if text.strip() == "cumulative" else parse_quantity(text, u.s, "--timescales")
-                   for text in timescales.split(",")]
-        step = parse_quantity(chunk, u.s, "--chunk")
-        if replay_speed is not None and replay_speed <= 0:
-            raise ValueError(f"--replay-speed must be > 0, got {replay_speed}")
-        if not poll > 0:
-            raise ValueError(f"--poll must be > 0 seconds, got {poll}")
-        known = Table.read(catalog) if catalog else None
-        finder = CNNSourceFinder(network=finder_name, background_network=background_network)
-        writer = AlertWriter(alerts_dir, role=role)
+        config = MonitorConfig.read(config_path) if config_path else MonitorConfig()
+        given = {name: value for name, value in options.items() if value is not None}
+        if "timescales" in given:
+            given["timescales"] = given["timescales"].split(",")
+        config = MonitorConfig(**{**config.model_dump(), **given})
+        if config.alerts is None:
+            raise ValueError("give --alerts DIR (or `alerts:` in --config): where the alerts are written")
+        step = to_quantity(config.chunk, u.s, "chunk", positive=True)
+        known = Table.read(config.catalog) if config.catalog else None
+        finder = CNNSourceFinder(network=config.finder, background_network=config.background_network)
+        writer = AlertWriter(config.alerts, role=config.role)
         if follow_dir is None:
             for observation in read_observations(events, list(obs_ids) or None):
                 monitor_run(observation)
         else:
             click.echo(f"following {follow_dir} (Ctrl-C to stop)")
-            for path in new_files(follow_dir, poll=poll, idle_exit=idle_exit):
-                try:  # a bad file is reported and skipped: the night goes on
+            for path in new_files(follow_dir, poll=config.poll, idle_exit=config.idle_exit):
+                try:  # a bad file is reported and skipped (and read again if it changes): the night goes on
                     observations = read_observations(path, list(obs_ids) or None)
                 except (ValueError, OSError) as error:
                     click.echo(f"skipped {path.name}: {error}", err=True)
                     continue
                 for observation in observations:
                     monitor_run(observation)
+    except KeyboardInterrupt:
+        click.echo("stopped (Ctrl-C)")
+    except ValidationError as error:
+        raise click.ClickException(f"monitor settings: {error}") from None
     except (ValueError, FileNotFoundError, OSError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"alerts in {writer.log_path}")
+    if writer is not None:
+        click.echo(f"alerts in {writer.log_path}")
 
 
 @cli.command()

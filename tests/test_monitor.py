@@ -88,8 +88,8 @@ def test_bad_input_is_named(crab_run, finder, tmp_path):
     events = crab_run.events.table
     late = events[np.argsort(events["TIME"])][-10:]
     monitor.feed(late)
-    with pytest.raises(ValueError, match="out of time order"):
-        monitor.feed(events[np.argsort(events["TIME"])][:10])
+    monitor.feed(events[np.argsort(events["TIME"])][:10])  # late: kept for the windows still open, logged
+    assert monitor.late_events == 10
     with pytest.raises(ValueError, match="timescale"):
         Monitor(CRAB, crab_run.tstart, finder, timescales=[5 * u.deg])
     # DL3-style seconds need the reference time of the header; with it they are read
@@ -136,9 +136,12 @@ def test_new_files_hands_out_each_finished_file_once(tmp_path):
         if len(looks) == 3:
             with open(tmp_path / "b.fits.gz", "ab") as growing:  # still being copied in
                 growing.write(b"y")
+        if len(looks) == 7:  # a file handed out is completed later: handed out again
+            with open(tmp_path / "a.fits", "ab") as completed:
+                completed.write(b"x")
 
     got = [p.name for p in new_files(tmp_path, poll=1.0, idle_exit=2.0, sleep=sleep)]
-    assert got == ["a.fits", "b.fits.gz"]
+    assert got == ["a.fits", "b.fits.gz", "a.fits"]
     with pytest.raises(ValueError, match="existing folder"):
         next(new_files(tmp_path / "missing"))
 
@@ -195,3 +198,52 @@ def test_a_simulated_burst_alerts_within_seconds_of_its_onset(template, finder, 
     assert SkyCoord(alert.ra, alert.dec, unit="deg").separation(burst).deg < 0.05
     assert 0 < (alert.time - run.tstart.tt.mjd) * 86400 - onset <= 10 + 1e-3
     assert np.isfinite(alert.flux_crab) and alert.flux_crab > 1
+
+
+def test_windows_in_gti_gaps_are_skipped_and_fluxes_use_good_time(finder, caplog):
+    from astropy.time import Time
+    from gammapy.data import GTI
+
+    tstart = Time("2026-01-01T00:00:00", scale="tt")
+    gti = GTI.create([0, 40] * u.s, [20, 60] * u.s, reference_time=tstart)
+    monitor = Monitor(CRAB, tstart, finder, timescales=[10 * u.s, None], gti=gti)
+    rng = np.random.default_rng(1)
+    times = np.sort(np.concatenate([rng.uniform(0, 20, 50), rng.uniform(40, 60, 50)]))
+    events = Table({"TIME": times * u.s, "RA": rng.normal(83.6, 1, 100) * u.deg,
+                    "DEC": rng.normal(22.0, 1, 100) * u.deg, "ENERGY": np.full(100, 1.0) * u.TeV})
+    events.meta.update(MJDREFI=int(tstart.mjd), MJDREFF=tstart.mjd % 1, TIMESYS="tt")
+    monitor.feed(events[:60], until=tstart + 30 * u.s)
+    monitor.feed(Table(events[:0]), until=tstart + 35 * u.s)  # an empty chunk: nothing closes
+    monitor.feed(events[60:], until=tstart + 60 * u.s)
+    starts = [round((w["t_start"] - tstart.tt.mjd) * 86400) for w in monitor.windows if w["timescale"] == 10]
+    assert starts == [0, 10, 40, 50]  # [20, 30] and [30, 40] lie in the gap
+    assert monitor._livetime(0, 60) == pytest.approx(40)
+    with caplog.at_level("WARNING", logger="gammapy_cnn.realtime.monitor"):
+        monitor.feed(events[:3])
+    assert monitor.late_events == 3 and "out of time order" in caplog.text
+
+
+def test_monitor_settings_from_a_yaml_file(tmp_path):
+    from click.testing import CliRunner
+
+    from gammapy_cnn.cli import cli
+    from gammapy_cnn.realtime import MonitorConfig
+
+    run_file = require(HESS_DR1) / "data" / f"hess_dl3_dr1_obs_id_0{CRAB_RUN}.fits.gz"
+    config = tmp_path / "monitor.yaml"
+    config.write_text(f"timescales: [300 s, cumulative]\nalerts: {tmp_path / 'out'}\nrole: test\n")
+    result = CliRunner().invoke(cli, ["monitor", str(run_file), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert len(Table.read(tmp_path / "out" / "alerts.ecsv")) == 1
+    # the command line overrides the file
+    result = CliRunner().invoke(cli, ["monitor", str(run_file), "--config", str(config), "--timescales", "1000s",
+                                      "--alerts", str(tmp_path / "other")])
+    assert result.exit_code == 0, result.output
+    light_curves = Table.read(tmp_path / "other" / f"light_curves_{CRAB_RUN}.ecsv")
+    assert set(light_curves["timescale"]) <= {1000.0}
+    config.write_text("timescales: [300 s]\nalert_rate: 1 / h\n")
+    with pytest.raises(ValueError, match="alert_rate"):
+        MonitorConfig.read(config)
+    config.write_text("timescales: [5 deg]\n")
+    with pytest.raises(ValueError, match="timescales"):
+        MonitorConfig.read(config)

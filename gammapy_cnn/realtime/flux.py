@@ -38,7 +38,7 @@ class ExcessToFlux:
     energy_min, energy_max : `~astropy.units.Quantity`
         Energy range of the counts maps.
     live_fraction : float
-        Livetime over elapsed time of the run (1 - dead time). Default 1.
+        Livetime over good time of the run (1 - dead time). Default 1.
     energy_threshold : `~astropy.units.Quantity`, optional
         Energy above which fluxes are given. Default ``energy_min``;
         `from_observation` takes the run's: where its effective area reaches
@@ -74,7 +74,9 @@ class ExcessToFlux:
             aeff = None
         if aeff is None:
             return None
-        elapsed = observation.observation_time_duration.to_value("s")
+        # dead time only: gaps between good time intervals are the monitor's to skip (its ``gti``)
+        elapsed = observation.gti.time_sum.to_value("s") if observation.gti is not None else \
+            observation.observation_time_duration.to_value("s")
         live = observation.observation_live_time_duration.to_value("s")
         fraction = min(live / elapsed, 1.0) if elapsed > 0 and live > 0 else 1.0
         energy = np.geomspace(energy_axis.edges[0], energy_axis.edges[-1], 200)

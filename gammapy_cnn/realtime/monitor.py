@@ -9,6 +9,7 @@ new sources and for flares of known ones.
 """
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from ..data import counts_geom, event_pixels
 from ..finders import POSITIONS_PER_FIELD
 from ..utils import to_quantity
 from .flux import ExcessToFlux
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "new_files", "replay"]
 
@@ -157,6 +160,10 @@ class Monitor:
         Converts excess counts into integral fluxes (e.g.
         ``ExcessToFlux.from_observation``). Without it (no IRF) light curves
         and alerts hold counts only, their flux columns NaN.
+    gti : `~gammapy.data.GTI`, optional
+        The observation's good time intervals: a window's livetime is its
+        overlap with them (fluxes), and a window wholly in a gap is not
+        looked at. Default: the data are continuous.
     alert_writer : callable, optional
         Called with each `Alert` as it is raised (e.g.
         `gammapy_cnn.realtime.alerts.AlertWriter`).
@@ -166,7 +173,7 @@ class Monitor:
 
     def __init__(self, pointing, tstart, finder, timescales=DEFAULT_TIMESCALES, energy_axis=None, catalog=None,
                  association_radius=0.2 * u.deg, alert_false_rate=0.1 / u.h, flare_factor=3.0,
-                 offset_max=2.5 * u.deg, to_flux=None, alert_writer=None, name="monitor"):
+                 offset_max=2.5 * u.deg, to_flux=None, gti=None, alert_writer=None, name="monitor"):
         if not isinstance(pointing, SkyCoord) or not pointing.isscalar:
             raise ValueError(f"pointing must be a scalar SkyCoord, got {pointing!r}")
         self.pointing = pointing.icrs
@@ -192,6 +199,10 @@ class Monitor:
         # each event is binned once, on arrival: its time (s) and pixel, one array per chunk
         self._times, self._pixels = [], []
         self._last, self._alerted = 0.0, set()
+        #: events that arrived after data later than them (kept, logged)
+        self.late_events = 0
+        self._gti = None if gti is None else np.column_stack(
+            [(Time(gti.time_start) - self.tstart).to_value("s"), (Time(gti.time_stop) - self.tstart).to_value("s")])
         self._alert_numbers = itertools.count(1)
         self._next = {t: (CUMULATIVE_EVERY if t is None else t) for t in self.timescales}
 
@@ -200,6 +211,7 @@ class Monitor:
         """The monitor of a DL3 run: its pointing and start, its id as ``name``, and fluxes from
         its effective area when it has one (`ExcessToFlux.from_observation`). ``kwargs`` go to `Monitor`."""
         kwargs.setdefault("name", str(observation.obs_id))
+        kwargs.setdefault("gti", observation.gti)
         monitor = cls(observation.get_pointing_icrs(observation.tmid), observation.tstart, finder, **kwargs)
         if monitor.to_flux is None:
             monitor.to_flux = ExcessToFlux.from_observation(observation, monitor.geom.axes["energy"])
@@ -239,9 +251,13 @@ class Monitor:
             table = _with_time_column(table)
         chunk = EventList(table)
         seconds = (chunk.time - self.tstart).to_value("s")
-        if len(seconds) and self._times and seconds.min() < self._last - 1e-6:
-            raise ValueError(f"events arrive out of time order: {seconds.min():.3f} s after the start, "
-                             f"after {self._last:.3f} s")
+        late = int(np.sum(seconds < self._last - 1e-6)) if self._times else 0
+        if late:
+            # kept: the windows still open (longer timescales, the cumulative one) count them;
+            # those already looked at are not looked at again
+            self.late_events += late
+            log.warning("%d event(s) arrived out of time order (up to %.3f s before the data so far); kept "
+                        "for the windows still open", late, self._last - float(seconds.min()))
         self._append(chunk, seconds)
         if until is not None:
             self._last = max(self._last, float((Time(until) - self.tstart).to_value("s")))
@@ -274,7 +290,7 @@ class Monitor:
     def _look(self, end, received):
         due = []
         for t in self.timescales:
-            while self._next[t] <= end:
+            while self._next[t] <= end + 1e-6:  # until= in Time arithmetic may fall a hair short
                 stop = self._next[t]
                 due.append((t, 0.0 if t is None else stop - t, stop))
                 self._next[t] += CUMULATIVE_EVERY if t is None else t
@@ -295,6 +311,9 @@ class Monitor:
     def _process(self, due, received):
         """The windows that fall due together: their maps go through the finder in one batched call."""
         alerts, events = [], self._events()
+        due = [(t, start, stop) for t, start, stop in due if self._livetime(start, stop) > 1e-3]
+        if not due:
+            return alerts
         began = time.perf_counter()
         datasets = [self._dataset(events, start, stop, name=f"{'cumulative' if t is None else f'{t:g}s'}_{stop:.0f}")
                     for t, start, stop in due]
@@ -306,8 +325,9 @@ class Monitor:
                                  "t_stop": t_stop, "n_candidates": len(table),
                                  "n_counts": float(dataset.counts.data.sum()), "seconds": seconds})
             image = dataset.counts.sum_over_axes(keepdims=False) if len(table) else None
+            livetime = self._livetime(start, stop)
             for candidate in table:
-                alert = self._associate(candidate, image, timescale, t_start, t_stop, received)
+                alert = self._associate(candidate, image, timescale, t_start, t_stop, livetime, received)
                 if alert is not None:
                     alerts.append(alert)
         for alert in alerts:
@@ -316,15 +336,20 @@ class Monitor:
                 self.alert_writer(alert)
         return alerts
 
-    def _associate(self, candidate, image, timescale, t_start, t_stop, received):
+    def _livetime(self, start, stop):
+        """Seconds of good time between ``start`` and ``stop`` (s from the start)."""
+        if self._gti is None:
+            return stop - start
+        return float(np.sum(np.clip(np.minimum(self._gti[:, 1], stop) - np.maximum(self._gti[:, 0], start), 0, None)))
+
+    def _associate(self, candidate, image, timescale, t_start, t_stop, livetime, received):
         position = SkyCoord(candidate["RA"], candidate["DEC"], unit="deg")
         row = {"timescale": np.nan if timescale is None else timescale, "t_start": t_start, "t_stop": t_stop,
                "excess": float(candidate["excess"]), "significance": float(candidate["significance"]),
                "flux": np.nan, "flux_crab": np.nan, "ra": float(position.ra.deg), "dec": float(position.dec.deg),
                "pos_err_68": float(candidate["pos_err_68"])}
         if self.to_flux is not None:
-            flux, crab = self.to_flux(row["excess"], position.separation(self.pointing),
-                                      (t_stop - t_start) * 86400)
+            flux, crab = self.to_flux(row["excess"], position.separation(self.pointing), livetime)
             row.update(flux=float(flux), flux_crab=float(crab))
         # only point-like candidates the network itself scores above its threshold, with enough
         # counts, can alert: the finder's rescue rule also keeps lower scores (fine for a catalogue),
@@ -490,7 +515,8 @@ def new_files(directory, pattern="*.fits*", poll=1.0, idle_exit=None, sleep=time
     Files already there come first. A file is handed out once its size has
     stayed the same over one poll, so that one still being copied in is not
     read half; a producer that moves finished files in (a rename, atomic) is
-    the safe way. Each file is handed out once.
+    the safe way. Each file is handed out once, and again if it changes
+    afterwards (a file that was read half and then completed is not lost).
 
     Parameters
     ----------
@@ -509,21 +535,25 @@ def new_files(directory, pattern="*.fits*", poll=1.0, idle_exit=None, sleep=time
     folder = Path(directory)
     if not folder.is_dir():
         raise ValueError(f"--follow needs an existing folder, got {str(directory)!r}")
-    seen, sizes = set(), {}
+    handed, looked = {}, {}  # path -> (size, mtime) when handed out / at the last look
     idle = 0.0
     while idle_exit is None or idle <= idle_exit:
-        ready = []
+        ready, arriving = [], False
         for path in folder.glob(pattern):
-            if path in seen or not path.is_file():
+            if not path.is_file():
                 continue
-            size = path.stat().st_size
-            if sizes.get(path) == size:
+            stat = path.stat()
+            state = (stat.st_size, stat.st_mtime_ns)
+            if handed.get(path) == state:
+                continue
+            if looked.get(path) == state:
                 ready.append(path)
-            sizes[path] = size
-        for path in sorted(ready, key=lambda p: (p.stat().st_mtime, p.name)):
-            seen.add(path)
+            else:
+                arriving = True  # new or still changing: not idle
+            looked[path] = state
+        for path in sorted(ready, key=lambda p: (looked[p][1], p.name)):
+            handed[path] = looked[path]
             yield path
-        arriving = any(path not in seen for path in sizes)  # still being written: not idle
         idle = 0.0 if ready or arriving else idle + poll
         sleep(poll)
 
