@@ -23,6 +23,9 @@ from ..utils import to_quantity
 
 __all__ = ["MonitorConfig"]
 
+#: Units of the settings that are quantities (written as strings, e.g. "0.2 deg").
+_UNITS = {"alert_false_rate": "1 / h", "association_radius": "deg", "offset_max": "deg", "chunk": "s"}
+
 
 class MonitorConfig(BaseModel):
     """Settings of ``gammapy-cnn monitor``; quantities are strings with units (``"0.2 deg"``)."""
@@ -54,22 +57,10 @@ class MonitorConfig(BaseModel):
                 to_quantity(text, "s", "timescales", positive=True)
         return value
 
-    @field_validator("alert_false_rate")
+    @field_validator(*_UNITS)
     @classmethod
-    def _rate(cls, value):
-        to_quantity(value, "1 / h", "alert_false_rate", positive=True)
-        return value
-
-    @field_validator("association_radius", "offset_max")
-    @classmethod
-    def _angle(cls, value, info):
-        to_quantity(value, "deg", info.field_name, positive=True)
-        return value
-
-    @field_validator("chunk")
-    @classmethod
-    def _chunk(cls, value):
-        to_quantity(value, "s", "chunk", positive=True)
+    def _quantity(cls, value, info):
+        to_quantity(value, _UNITS[info.field_name], info.field_name, positive=True)
         return value
 
     @field_validator("role")
