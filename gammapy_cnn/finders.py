@@ -392,14 +392,10 @@ class CNNSourceFinder(Estimator):
             geometry is in ``table.meta["joint_geom"]`` (WCS header) when it is
             not the runs' own.
         """
-        with self._lock:  # lazy loading is not thread-safe; inference is (tested with 4 threads)
-            network = self.network_
-            maker = self.background_maker
-            if maker is not None:
-                maker.network_  # noqa: B018  (load it here, not in two threads at once)
+        network, maker = self._loaded()
         if isinstance(dataset, (Datasets, list, tuple)):
             return self._run_joint(as_dataset_list(dataset), network, maker)
-        return self._run_single([dataset], network, maker)[0]
+        return self._run_each([dataset], network, maker)[0]
 
     def run_many(self, datasets):
         """Candidates of several independent datasets, the networks called once for all of them.
@@ -419,14 +415,19 @@ class CNNSourceFinder(Estimator):
         tables : list of `~astropy.table.Table`
             One per dataset, in order; see `run`.
         """
-        with self._lock:
+        network, maker = self._loaded()
+        return self._run_each(list(datasets), network, maker)
+
+    def _loaded(self):
+        """The finder network and the background maker, loaded (once, under the lock)."""
+        with self._lock:  # lazy loading is not thread-safe; inference is (tested with 4 threads)
             network = self.network_
             maker = self.background_maker
             if maker is not None:
-                maker.network_  # noqa: B018
-        return self._run_single(list(datasets), network, maker)
+                maker.network_  # noqa: B018  (load it here, not in two threads at once)
+        return network, maker
 
-    def _run_single(self, datasets, network, maker):
+    def _run_each(self, datasets, network, maker):
         """One table per dataset; maps of the same native shape share the network calls."""
         images = []
         for dataset in datasets:
