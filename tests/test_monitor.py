@@ -247,3 +247,23 @@ def test_monitor_settings_from_a_yaml_file(tmp_path):
     config.write_text("timescales: [5 deg]\n")
     with pytest.raises(ValueError, match="timescales"):
         MonitorConfig.read(config)
+
+
+@pytest.mark.slow
+def test_a_known_source_flaring_gives_one_flare_alert(template, finder, tmp_path):
+    """A known 0.3 Crab source ten times brighter for 200 s: one "flare" alert, during the flare."""
+    from gammapy_cnn.simulation import light_curve_source, simulate_observation
+
+    pointing = SkyCoord(150.0, -10.0, unit="deg")
+    agn = pointing.directional_offset_by(120 * u.deg, 0.8 * u.deg)
+    start, stop = 500.0, 700.0
+    times = np.array([0, start - 0.01, start, stop, stop + 0.01, 900]) * u.s
+    source = light_curve_source(agn, 0.3, times, [1, 1, 10, 10, 1, 1], name="agn")
+    run = simulate_observation(template, pointing, 900 * u.s, [source], seed=11)
+    catalog = Table({"RA": [agn.ra.deg], "DEC": [agn.dec.deg], "NAME": ["AGN"]})
+    monitor, _ = _monitor(run, finder, tmp_path, catalog=catalog, timescales=[30 * u.s, 100 * u.s, 300 * u.s])
+    alerts = replay(run, monitor)
+    assert [a.kind for a in alerts] == ["flare"]
+    seconds = (alerts[0].time - run.tstart.tt.mjd) * 86400
+    assert start < seconds <= stop + 100
+    assert alerts[0].known_name == "AGN"

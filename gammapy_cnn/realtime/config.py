@@ -35,7 +35,7 @@ class MonitorConfig(BaseModel):
     timescales: list[str] = ["10 s", "30 s", "100 s", "300 s", "1000 s", "cumulative"]
     alert_false_rate: str = "0.1 / h"
     association_radius: str = "0.2 deg"
-    flare_factor: float = Field(3.0, gt=1)
+    flare_factor: float = Field(2.0, gt=1)
     offset_max: str = "2.5 deg"
     catalog: str | None = None
     alerts: str | None = None

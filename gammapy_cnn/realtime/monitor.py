@@ -69,7 +69,8 @@ class Track:
     first_time: float
     known_name: str = ""
     light_curve: list = field(default_factory=list)
-    flaring: bool = False
+    #: end (MJD TT) of the window that raised the last flare alert, while the flare lasts
+    flare_end: float | None = None
 
     @property
     def known(self):
@@ -153,7 +154,7 @@ class Monitor:
         timescales, windows and positions) is below this. Default 0.1 / h.
     flare_factor : float
         A known track flares when a window's excess rate is this many times
-        its median rate on the longest timescale seen so far. Default 3.
+        its rate before the window (`Track.rate`), significantly. Default 2.
     offset_max : `~astropy.coordinates.Angle`
         Pixels beyond this from the pointing are masked. Default 2.5 deg.
     to_flux : `~gammapy_cnn.realtime.ExcessToFlux`, optional
@@ -172,7 +173,7 @@ class Monitor:
     """
 
     def __init__(self, pointing, tstart, finder, timescales=DEFAULT_TIMESCALES, energy_axis=None, catalog=None,
-                 association_radius=0.2 * u.deg, alert_false_rate=0.1 / u.h, flare_factor=3.0,
+                 association_radius=0.2 * u.deg, alert_false_rate=0.1 / u.h, flare_factor=2.0,
                  offset_max=2.5 * u.deg, to_flux=None, gti=None, alert_writer=None, name="monitor"):
         if not isinstance(pointing, SkyCoord) or not pointing.isscalar:
             raise ValueError(f"pointing must be a scalar SkyCoord, got {pointing!r}")
@@ -399,8 +400,14 @@ class Monitor:
         above = (row["excess"] - reference * duration) / error if np.isfinite(reference) else 0.0
         flaring = alerting and row["excess"] >= self.flare_factor * reference * duration \
             and above >= self._alert_significance()
-        was_flaring, track.flaring = track.flaring, bool(flaring)
-        return self._alert(track, row, "flare", received) if flaring and not was_flaring else None
+        if track.flare_end is None:
+            if flaring:
+                track.flare_end = row["t_stop"]
+                return self._alert(track, row, "flare", received)
+        elif not flaring and row["t_start"] >= track.flare_end - 1e-9:
+            # back below after the flare's window (not a shorter, overlapping one): re-armed
+            track.flare_end = None
+        return None
 
     def _alert_significance(self):
         """The significance at which the false-alarm rate per hour is ``alert_false_rate``."""
