@@ -10,7 +10,16 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from gammapy_cnn import CNNSourceFinder
-from gammapy_cnn.realtime import ALERT_LOG_COLUMNS, AlertWriter, ExcessToFlux, Monitor, new_files, replay
+from gammapy_cnn.realtime import (
+    ALERT_LOG_COLUMNS,
+    AlertWriter,
+    ExcessToFlux,
+    Monitor,
+    new_files,
+    replay,
+    safe_energy_threshold,
+)
+from gammapy_cnn.realtime.flux import CRAB as CRAB_MODEL
 
 from .conftest import HESS_DR1, require
 
@@ -107,21 +116,33 @@ def test_bad_input_is_named(crab_run, finder, tmp_path):
 
 
 def test_excess_to_flux_follows_the_effective_area(crab_run):
-    to_flux = ExcessToFlux(crab_run.aeff, 0.5 * u.TeV, 100 * u.TeV, live_fraction=0.9)
-    crab_counts = np.interp(0.5, np.linspace(0, 3, 31), to_flux.crab_rate) * 100 * 0.9
+    edges = [0.5, 1, 3, 10, 100] * u.TeV
+    to_flux = ExcessToFlux(crab_run.aeff, edges, live_fraction=0.9)
+    assert to_flux.energy_threshold == 0.5 * u.TeV
+    crab_counts = sum(np.interp(0.5, np.linspace(0, 3, 31), rate) for rate in to_flux.crab_rate) * 100 * 0.9
     flux, crab = to_flux(crab_counts, 0.5 * u.deg, 100)
     assert crab == pytest.approx(1.0, rel=1e-6)
-    assert flux == pytest.approx(to_flux.crab_flux.to_value("cm-2 s-1"), rel=1e-6)
+    assert flux == pytest.approx(CRAB_MODEL.integral(0.5 * u.TeV, 100 * u.TeV).to_value("cm-2 s-1"), rel=1e-3)
     # the same excess farther off-axis, where the area is smaller, is a brighter source
     assert to_flux(crab_counts, 2.0 * u.deg, 100)[1] > 1.2
     assert np.isnan(to_flux(crab_counts, 5 * u.deg, 100)[1])
-    # the run's own: threshold where its area reaches 10% of the maximum, its dead time
-    own = ExcessToFlux.from_observation(crab_run, Monitor(CRAB, crab_run.tstart, None).geom.axes["energy"])
-    assert 0.2 * u.TeV < own.energy_threshold < 1 * u.TeV and 0.5 < own.live_fraction < 1
-    with pytest.raises(ValueError, match="energy_max"):
-        ExcessToFlux(crab_run.aeff, 1 * u.TeV, 0.5 * u.TeV)
+    # measured shares: a softer source (its excess at low energies, where the area is small) is brighter
+    soft = to_flux(crab_counts, 0.5 * u.deg, 100, shares=[0.7, 0.2, 0.08, 0.02])[1]
+    hard = to_flux(crab_counts, 0.5 * u.deg, 100, shares=[0.2, 0.3, 0.3, 0.2])[1]
+    assert soft > 1 > hard
+    with pytest.raises(ValueError, match="shares"):
+        to_flux(crab_counts, 0.5 * u.deg, 100, shares=[1.0])
+    # the run's own: the monitor's maps start at its safe threshold (10% of the maximum area)
+    monitor = Monitor.from_observation(crab_run, None)
+    threshold = safe_energy_threshold(crab_run.aeff)
+    assert 0.2 * u.TeV < threshold < 1 * u.TeV
+    assert monitor.to_flux.energy_threshold.to_value("TeV") == pytest.approx(threshold.to_value("TeV"))
+    assert monitor.geom.axes["energy"].edges[0].to_value("TeV") == pytest.approx(threshold.to_value("TeV"))
+    assert 0.5 < monitor.to_flux.live_fraction < 1
+    with pytest.raises(ValueError, match="energy_edges"):
+        ExcessToFlux(crab_run.aeff, [1, 0.5] * u.TeV)
     with pytest.raises(ValueError, match="live_fraction"):
-        ExcessToFlux(crab_run.aeff, 0.5 * u.TeV, 100 * u.TeV, live_fraction=0)
+        ExcessToFlux(crab_run.aeff, edges, live_fraction=0)
 
 
 def test_new_files_hands_out_each_finished_file_once(tmp_path):

@@ -20,15 +20,15 @@ from astropy.table import Table, vstack
 from astropy.time import Time
 from gammapy.data import EventList
 from gammapy.datasets import MapDataset
-from gammapy.maps import Map
+from gammapy.maps import Map, MapAxis
 from gammapy.stats import WStatCountsStatistic
 from scipy.stats import norm
 
 from ..candidates import EXTENDED_TS
 from ..data import counts_geom, event_pixels
 from ..finders import POSITIONS_PER_FIELD
-from ..utils import to_quantity
-from .flux import ExcessToFlux
+from ..utils import ENERGY_RANGE, to_quantity
+from .flux import ExcessToFlux, effective_area, safe_energy_threshold
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,19 @@ class Monitor:
 
     @classmethod
     def from_observation(cls, observation, finder, **kwargs):
-        """The monitor of a DL3 run: its pointing and start, its id as ``name``, and fluxes from
-        its effective area when it has one (`ExcessToFlux.from_observation`). ``kwargs`` go to `Monitor`."""
+        """The monitor of a DL3 run: its pointing, start, good time intervals and id (``name``);
+        with an effective area, maps from the run's safe energy threshold (where the area reaches
+        10% of its maximum; unless ``energy_axis`` is given) and fluxes
+        (`ExcessToFlux.from_observation`). ``kwargs`` go to `Monitor`."""
         kwargs.setdefault("name", str(observation.obs_id))
         kwargs.setdefault("gti", observation.gti)
+        aeff = effective_area(observation)
+        if aeff is not None and kwargs.get("energy_axis") is None:
+            # maps from the run's safe threshold, as a likelihood analysis of the run would use
+            threshold = safe_energy_threshold(aeff)
+            decades = np.log10(ENERGY_RANGE[1].to_value("TeV") / threshold.to_value("TeV"))
+            kwargs["energy_axis"] = MapAxis.from_energy_bounds(threshold, ENERGY_RANGE[1],
+                                                               nbin=max(int(round(3 * decades)), 2), name="energy")
         monitor = cls(observation.get_pointing_icrs(observation.tmid), observation.tstart, finder, **kwargs)
         if monitor.to_flux is None:
             monitor.to_flux = ExcessToFlux.from_observation(observation, monitor.geom.axes["energy"])
@@ -325,10 +334,9 @@ class Monitor:
             self.windows.append({"timescale": np.nan if timescale is None else timescale, "t_start": t_start,
                                  "t_stop": t_stop, "n_candidates": len(table),
                                  "n_counts": float(dataset.counts.data.sum()), "seconds": seconds})
-            image = dataset.counts.sum_over_axes(keepdims=False) if len(table) else None
             livetime = self._livetime(start, stop)
             for candidate in table:
-                alert = self._associate(candidate, image, timescale, t_start, t_stop, livetime, received)
+                alert = self._associate(candidate, dataset.counts, timescale, t_start, t_stop, livetime, received)
                 if alert is not None:
                     alerts.append(alert)
         for alert in alerts:
@@ -343,14 +351,18 @@ class Monitor:
             return stop - start
         return float(np.sum(np.clip(np.minimum(self._gti[:, 1], stop) - np.maximum(self._gti[:, 0], start), 0, None)))
 
-    def _associate(self, candidate, image, timescale, t_start, t_stop, livetime, received):
+    def _associate(self, candidate, counts, timescale, t_start, t_stop, livetime, received):
         position = SkyCoord(candidate["RA"], candidate["DEC"], unit="deg")
         row = {"timescale": np.nan if timescale is None else timescale, "t_start": t_start, "t_stop": t_stop,
                "excess": float(candidate["excess"]), "significance": float(candidate["significance"]),
                "flux": np.nan, "flux_crab": np.nan, "ra": float(position.ra.deg), "dec": float(position.dec.deg),
                "pos_err_68": float(candidate["pos_err_68"])}
+        on, off, alpha = self._aperture(counts, position)
         if self.to_flux is not None:
-            flux, crab = self.to_flux(row["excess"], position.separation(self.pointing), livetime)
+            # the excess shared over energy like the aperture's (the Crab's when it holds too few counts)
+            per_energy = np.clip(on - alpha * off, 0, None)
+            shares = per_energy / per_energy.sum() if per_energy.sum() >= MIN_ALERT_EXCESS else None
+            flux, crab = self.to_flux(row["excess"], position.separation(self.pointing), livetime, shares)
             row.update(flux=float(flux), flux_crab=float(crab))
         # only point-like candidates the network itself scores above its threshold, with enough
         # counts, can alert: the finder's rescue rule also keeps lower scores (fine for a catalogue),
@@ -361,7 +373,8 @@ class Monitor:
         if alerting:
             # the fit's significance is inflated at a few counts (its width is free): an alert must
             # also stand out in a fixed aperture over a ring of the same counts map
-            row["significance"] = min(row["significance"], self._aperture_significance(image, position))
+            statistic = WStatCountsStatistic(n_on=on.sum(), n_off=off.sum(), alpha=alpha)
+            row["significance"] = min(row["significance"], float(statistic.sqrt_ts) if alpha > 0 else 0.0)
             alerting = row["significance"] >= self._alert_significance()
         track = self._nearest_track(position, row["pos_err_68"])
         if track is None:
@@ -379,18 +392,17 @@ class Monitor:
             return self._alert(track, row, "new", received)
         return None
 
-    def _aperture_significance(self, image, position):
-        """Li & Ma significance of the counts within `ALERT_APERTURE` over the `ALERT_RING` annulus."""
-        separation = image.geom.separation(position).to_value("deg")
+    def _aperture(self, counts, position):
+        """Counts per energy bin within `ALERT_APERTURE` of ``position`` (ON) and in the `ALERT_RING`
+        annulus (OFF), and their area ratio alpha (0 when either is empty)."""
+        separation = counts.geom.to_image().separation(position).to_value("deg")
         safe = self._safe_image
-        on = (separation < ALERT_APERTURE.to_value("deg")) & safe
         inner, outer = ALERT_RING.to_value("deg")
-        off = (separation >= inner) & (separation < outer) & safe
-        if not on.any() or not off.any():
-            return 0.0
-        statistic = WStatCountsStatistic(n_on=image.data[on].sum(), n_off=image.data[off].sum(),
-                                         alpha=on.sum() / off.sum())
-        return float(statistic.sqrt_ts)
+        on_pixels = (separation < ALERT_APERTURE.to_value("deg")) & safe
+        off_pixels = (separation >= inner) & (separation < outer) & safe
+        data = counts.data.reshape((-1,) + separation.shape)
+        alpha = on_pixels.sum() / off_pixels.sum() if on_pixels.any() and off_pixels.any() else 0.0
+        return data[:, on_pixels].sum(axis=1), data[:, off_pixels].sum(axis=1), alpha
 
     def _flare(self, track, row, reference, alerting, received):
         """A flare alert when the window's rate exceeds ``flare_factor`` times the reference rate,
