@@ -41,6 +41,9 @@ CUMULATIVE_EVERY = 100.0
 #: An alert needs this many excess counts: below, a window's local fit is far from Gaussian
 #: (a 10 s window of a H.E.S.S. Crab run gave a "6.2 sigma" 0.55 deg wide fit to 18 of its 38 events).
 MIN_ALERT_EXCESS = 10.0
+#: A flare ends (its track can flare again) only in a window of at least this many seconds, and
+#: three times the flaring one, that starts after it with the rate back halfway down.
+REARM_TIMESCALE = 100.0
 #: Aperture and background ring (radii) of the check an alert must pass.
 ALERT_APERTURE = 0.1 * u.deg
 ALERT_RING = (0.5, 0.8) * u.deg
@@ -69,8 +72,9 @@ class Track:
     first_time: float
     known_name: str = ""
     light_curve: list = field(default_factory=list)
-    #: end (MJD TT) of the window that raised the last flare alert, while the flare lasts
+    #: end (MJD TT) and timescale (s) of the window that raised the last flare alert, while the flare lasts
     flare_end: float | None = None
+    flare_timescale: float = np.nan
 
     @property
     def known(self):
@@ -410,15 +414,16 @@ class Monitor:
         duration = (row["t_stop"] - row["t_start"]) * 86400
         error = row["excess"] / max(row["significance"], 1e-3)
         above = (row["excess"] - reference * duration) / error if np.isfinite(reference) else 0.0
-        flaring = alerting and row["excess"] >= self.flare_factor * reference * duration \
-            and above >= self._alert_significance()
+        ratio = row["excess"] / (reference * duration) if reference > 0 else np.inf
         if track.flare_end is None:
-            if flaring:
-                track.flare_end = row["t_stop"]
+            if alerting and ratio >= self.flare_factor and above >= self._alert_significance():
+                track.flare_end, track.flare_timescale = row["t_stop"], row["timescale"]
                 return self._alert(track, row, "flare", received)
-        elif not flaring and row["t_start"] >= track.flare_end - 1e-9:
-            # back below after the flare's window (not a shorter, overlapping one): re-armed
-            track.flare_end = None
+        elif (ratio < (1 + self.flare_factor) / 2 and row["t_start"] >= track.flare_end - 1e-9
+              and row["timescale"] >= max(3 * track.flare_timescale, REARM_TIMESCALE)):
+            # re-armed by a longer window after the flaring one whose rate is back halfway down
+            # (hysteresis: a flickering source does not alert at every crossing)
+            track.flare_end, track.flare_timescale = None, np.nan
         return None
 
     def _alert_significance(self):
