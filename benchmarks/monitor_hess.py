@@ -156,7 +156,8 @@ def report(rows, args, elapsed):
               f"window (median; windows that fall due together go through the networks in one batched "
               f"call, and each gets an equal share of its time).",
               "- Flux: the last cumulative window of the target's track (the whole run), from the run's "
-              "effective area for a Crab-like spectrum (`ExcessToFlux`); NaN where the target was not found. "
+              "effective area and the excess's energy shares measured in an aperture (`ExcessToFlux`); "
+              "NaN where the target was not found. "
               "Beside it, gammapy's 3D likelihood fit of the same run (`fitted_flux`: IRFs, safe mask, IRF "
               "background scaled outside 0.3 deg, power law with free index at the known position), both "
               "integrated above the run's threshold (10% of the maximum effective area).",
