@@ -41,6 +41,10 @@ CUMULATIVE_EVERY = 100.0
 #: An alert needs this many excess counts: below, a window's local fit is far from Gaussian
 #: (a 10 s window of a H.E.S.S. Crab run gave a "6.2 sigma" 0.55 deg wide fit to 18 of its 38 events).
 MIN_ALERT_EXCESS = 10.0
+#: Flares are judged on windows of at least this many seconds: in 10 s windows a bright source's
+#: free-width fit scatters too much for a rate comparison (the steady 4 Crab of H.E.S.S. PKS
+#: 2155-304 run 33793 raised a "flare" on a 10 s window at 2.2 times its level).
+MIN_FLARE_TIMESCALE = 30.0
 #: A flare ends (its track can flare again) only in a window of at least this many seconds, and
 #: three times the flaring one, that starts after it with the rate back halfway down.
 REARM_TIMESCALE = 100.0
@@ -416,7 +420,8 @@ class Monitor:
         above = (row["excess"] - reference * duration) / error if np.isfinite(reference) else 0.0
         ratio = row["excess"] / (reference * duration) if reference > 0 else np.inf
         if track.flare_end is None:
-            if alerting and ratio >= self.flare_factor and above >= self._alert_significance():
+            if alerting and ratio >= self.flare_factor and above >= self._alert_significance() \
+                    and not row["timescale"] < MIN_FLARE_TIMESCALE:
                 track.flare_end, track.flare_timescale = row["t_stop"], row["timescale"]
                 return self._alert(track, row, "flare", received)
         elif (ratio < (1 + self.flare_factor) / 2 and row["t_start"] >= track.flare_end - 1e-9
