@@ -286,6 +286,8 @@ def main():
     parser.add_argument("--no-ring", action="store_true")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in the .jsonl")
+    parser.add_argument("--redo", nargs="+", default=(), choices=["burst", "flare", "steady", "empty"],
+                        help="with --resume: observe these cases again (their rows are replaced)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     data = gammapy_data_dir()
@@ -294,7 +296,9 @@ def main():
     rows = []
     if checkpoint.exists():
         if args.resume:
-            rows = [json.loads(line) for line in checkpoint.read_text().splitlines()]
+            rows = [row for row in map(json.loads, checkpoint.read_text().splitlines())
+                    if row["case"] not in args.redo]
+            write_text_atomic(checkpoint, "".join(json.dumps(row, default=float) + "\n" for row in rows))
         else:
             checkpoint.unlink()
     done = {(r["irf"], r["index"]) for r in rows}
