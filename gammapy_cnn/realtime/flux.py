@@ -5,7 +5,7 @@ import numpy as np
 from gammapy.modeling.models import create_crab_spectral_model
 from scipy.integrate import trapezoid
 
-from ..utils import to_quantity
+from ..utils import ENERGY_RANGE, to_quantity
 
 __all__ = ["ExcessToFlux", "effective_area", "safe_energy_threshold"]
 
@@ -24,8 +24,8 @@ def effective_area(observation):
         return None
 
 
-def safe_energy_threshold(aeff, energy_min=0.03 * u.TeV, energy_max=100 * u.TeV, offset=0.5 * u.deg):
-    """Where the effective area reaches 10% of its maximum (gammapy's ``aeff-max`` safe mask)."""
+def safe_energy_threshold(aeff, energy_min=ENERGY_RANGE[0], energy_max=ENERGY_RANGE[1], offset=0.5 * u.deg):
+    """Where the effective area at ``offset`` reaches 10% of its maximum (gammapy's ``aeff-max`` safe mask)."""
     energy = np.geomspace(to_quantity(energy_min, "TeV", "energy_min"), to_quantity(energy_max, "TeV", "energy_max"),
                           200)
     area = np.nan_to_num(aeff.evaluate(offset=offset, energy_true=energy).to_value("m2"))
