@@ -223,6 +223,7 @@ class Monitor:
         (`ExcessToFlux.from_observation`). ``kwargs`` go to `Monitor`."""
         kwargs.setdefault("name", str(observation.obs_id))
         kwargs.setdefault("gti", observation.gti)
+        pointing = observation.get_pointing_icrs(observation.tmid)
         aeff = effective_area(observation)
         if aeff is not None and kwargs.get("energy_axis") is None:
             # maps from the run's safe threshold, as a likelihood analysis of the run would use
@@ -230,10 +231,10 @@ class Monitor:
             decades = np.log10(ENERGY_RANGE[1].to_value("TeV") / threshold.to_value("TeV"))
             kwargs["energy_axis"] = MapAxis.from_energy_bounds(threshold, ENERGY_RANGE[1],
                                                                nbin=max(int(round(3 * decades)), 2), name="energy")
-        monitor = cls(observation.get_pointing_icrs(observation.tmid), observation.tstart, finder, **kwargs)
-        if monitor.to_flux is None:
-            monitor.to_flux = ExcessToFlux.from_observation(observation, monitor.geom.axes["energy"])
-        return monitor
+        if kwargs.get("to_flux") is None:
+            axis = counts_geom(pointing, energy_axis=kwargs.get("energy_axis")).axes["energy"]
+            kwargs["to_flux"] = ExcessToFlux.from_observation(observation, axis)
+        return cls(pointing, observation.tstart, finder, **kwargs)
 
     @property
     def windows_per_hour(self):
@@ -329,20 +330,20 @@ class Monitor:
     def _process(self, due, received):
         """The windows that fall due together: their maps go through the finder in one batched call."""
         alerts, events = [], self._events()
-        due = [(t, start, stop) for t, start, stop in due if self._livetime(start, stop) > 1e-3]
+        due = [(t, start, stop, self._livetime(start, stop)) for t, start, stop in due]
+        due = [window for window in due if window[3] > 1e-3]  # a window wholly in a GTI gap is not looked at
         if not due:
             return alerts
         began = time.perf_counter()
         datasets = [self._dataset(events, start, stop, name=f"{'cumulative' if t is None else f'{t:g}s'}_{stop:.0f}")
-                    for t, start, stop in due]
+                    for t, start, stop, _ in due]
         tables = self.finder.run_many(datasets)
         seconds = (time.perf_counter() - began) / len(due)
-        for (timescale, start, stop), dataset, table in zip(due, datasets, tables):
+        for (timescale, start, stop, livetime), dataset, table in zip(due, datasets, tables):
             t_start, t_stop = ((self.tstart + [start, stop] * u.s).tt.mjd)
             self.windows.append({"timescale": np.nan if timescale is None else timescale, "t_start": t_start,
                                  "t_stop": t_stop, "n_candidates": len(table),
                                  "n_counts": float(dataset.counts.data.sum()), "seconds": seconds})
-            livetime = self._livetime(start, stop)
             for candidate in table:
                 alert = self._associate(candidate, dataset.counts, timescale, t_start, t_stop, livetime, received)
                 if alert is not None:
