@@ -22,7 +22,8 @@ from gammapy_cnn.networks import load_network
 from gammapy_cnn.simulation import Scenario
 from gammapy_cnn.simulation.batch import simulate_file
 from gammapy_cnn.simulation.io import SimulationReader
-from gammapy_cnn.training import MapBatches, TrainingConfig, _compile, fine_tune
+from gammapy_cnn.training import MapBatches, TrainingConfig, fine_tune
+from gammapy_cnn.training.core import _compile
 from gammapy_cnn.utils import write_text_atomic
 
 

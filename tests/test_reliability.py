@@ -484,7 +484,8 @@ def test_training_is_reproducible(tiny_networks, sim_file, tmp_path):
     instruction set, not for a different random stream.
     """
     from gammapy_cnn.networks import quiet_tensorflow
-    from gammapy_cnn.training import TrainingConfig, _build, train
+    from gammapy_cnn.training import TrainingConfig, train
+    from gammapy_cnn.training.core import _build
 
     card = load_network("cleaner", tiny_networks["cleaner"]).card
     config = TrainingConfig(**card["recipe"])
