@@ -240,3 +240,39 @@ def test_training_scenario_has_the_skys_morphologies():
     for d in (legacy.sample(rng) for _ in range(50)):
         assert all(s.morphology == ("gaussian" if s.extension > 0 else "point") for s in d.sources)
         assert d.diffuse is None
+
+
+def test_acceptance_change_reshapes_the_background_radially(template, tmp_path):
+    """The training scenario's acceptance change: exp(a s^2 + b s^4), s = offset / 2.5 deg,
+    also in the label a file rebuilds; scenarios without it draw as before."""
+    plain = template.background(100.0).sum(axis=0)
+    flatter = template.background(100.0, acceptance_quadratic=0.6, acceptance_quartic=-0.4).sum(axis=0)
+    ratio = flatter / plain
+    half = (template.npix - 1) / 2
+    centre, step = int(half), 0.5 / template.binsz.value  # pixels per 0.5 deg
+    for offset in (0.5, 1.0, 2.0):
+        s = offset / 2.5
+        np.testing.assert_allclose(ratio[centre, int(round(half + offset / template.binsz.value))],
+                                   np.exp(0.6 * s**2 - 0.4 * s**4), rtol=0.02)
+    assert ratio[centre, centre] == pytest.approx(1.0, abs=1e-3)
+    assert ratio[centre, int(half + 2 * step)] > ratio[centre, centre]
+
+    default = Scenario.preset("default")
+    scenario = Scenario.from_dict({
+        **default.model_dump(mode="json", exclude_none=True),
+        "acceptance_quadratic": {"dist": "uniform", "min": -0.3, "max": 0.7},
+        "acceptance_quartic": {"dist": "uniform", "min": -0.6, "max": 0.1}})
+    draws = [scenario.sample(np.random.default_rng(i)) for i in range(50)]
+    quadratic = np.array([d.acceptance_quadratic for d in draws])
+    assert quadratic.min() < 0 < quadratic.max() and np.ptp(quadratic) > 0.5
+    # it is drawn last: the shipped scenario, without it, draws every other parameter as before
+    again = default.sample(np.random.default_rng(0))
+    assert again.acceptance_quadratic == 0 and again.acceptance_quartic == 0
+    assert again.sources == draws[0].sources and again.livetime == draws[0].livetime
+
+    path = tmp_path / "acceptance.h5"
+    simulate_file(path, 3, scenario=scenario, seed=2, progress=False)
+    with SimulationReader(path) as reader:
+        assert np.ptp(reader.maps["acceptance_quadratic"]) > 0
+        np.testing.assert_allclose(reader.background(slice(None)).sum(axis=(1, 2, 3)),
+                                   reader.maps["npred_background"], rtol=1e-5)

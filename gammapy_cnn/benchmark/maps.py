@@ -120,6 +120,7 @@ def simulate_benchmark_map(template, scenario, seed, index, reference=None):
     background = template.background(
         params.livetime, params.background_norm, params.background_tilt,
         params.background_gradient, params.gradient_angle,
+        params.acceptance_quadratic, params.acceptance_quartic,
     )
     if reference is None:
         pointing = SkyCoord(params.pointing_ra, params.pointing_dec, unit="deg")

@@ -77,7 +77,8 @@ def simulate_maps(scenario, seed, start, stop):
         row = maps[i]
         row["seed"] = index
         for name in ("irf_index", "pointing_ra", "pointing_dec", "livetime", "background_norm",
-                     "background_tilt", "background_gradient", "gradient_angle"):
+                     "background_tilt", "background_gradient", "gradient_angle",
+                     "acceptance_quadratic", "acceptance_quartic"):
             row[name] = getattr(params, name)
         row["n_sources"] = len(sim.sources)
         row["npred_signal"] = float(sim.signal.sum())

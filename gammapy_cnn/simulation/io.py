@@ -28,16 +28,18 @@ import numpy as np
 
 __all__ = ["SimulationReader", "SimulationWriter", "FORMAT_VERSION"]
 
-#: Version 2 added the sources' morphology and width and the diffuse band;
-#: version-1 files are still read (their sources are points or Gaussians).
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: Version 2 added the sources' morphology and width and the diffuse band,
+#: version 3 the change of the radial acceptance; older files are still read
+#: (their sources are points or Gaussians, their acceptance the IRF's).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 MAP_FIELDS = [
     ("seed", "u8"), ("irf_index", "i4"), ("pointing_ra", "f8"), ("pointing_dec", "f8"),
     ("livetime", "f8"), ("background_norm", "f8"), ("background_tilt", "f8"),
     ("background_gradient", "f8"), ("gradient_angle", "f8"), ("n_sources", "i4"),
     ("npred_background", "f8"), ("npred_signal", "f8"), ("npred_diffuse", "f8"),
+    ("acceptance_quadratic", "f8"), ("acceptance_quartic", "f8"),
 ]
 SOURCE_FIELDS = [
     ("map_index", "i8"), ("x", "f8"), ("y", "f8"), ("ra", "f8"), ("dec", "f8"),
@@ -229,7 +231,7 @@ class SimulationReader:
             out[i] = background_model(
                 self._templates[row["irf_index"]], energy, coord, row["livetime"],
                 row["background_norm"], row["background_tilt"], row["background_gradient"],
-                row["gradient_angle"],
+                row["gradient_angle"], row["acceptance_quadratic"], row["acceptance_quartic"],
             )
         return out if np.ndim(self.maps[index]) else out[0]
 
@@ -249,13 +251,25 @@ def _with_fields(array, fields):
     return out
 
 
-def background_model(rate, energy_tev, coord_deg, livetime, norm, tilt, gradient, angle):
+#: Offset (deg) at which the acceptance change's coefficients are the change of its log.
+ACCEPTANCE_REFERENCE_OFFSET = 2.5
+
+
+def background_model(rate, energy_tev, coord_deg, livetime, norm, tilt, gradient, angle,
+                     quadratic=0.0, quartic=0.0):
     """Expected background counts from a per-second template.
 
     ``tilt`` follows gammapy's `~gammapy.modeling.models.FoVBackgroundModel`
     (spectral factor ``(E / 1 TeV)^-tilt``); ``gradient`` is the fractional
-    change 1 deg from the centre along ``angle`` (rad), clipped at zero.
+    change 1 deg from the centre along ``angle`` (rad), clipped at zero;
+    ``quadratic`` and ``quartic`` change the radial acceptance by
+    ``exp(quadratic s^2 + quartic s^4)``, ``s`` the offset from the centre in
+    units of `ACCEPTANCE_REFERENCE_OFFSET`.
     """
     spectral = norm * energy_tev ** (-tilt)
-    spatial = 1 + gradient * (np.cos(angle) * coord_deg[None, :] + np.sin(angle) * coord_deg[:, None])
-    return livetime * rate * spectral[:, None, None] * np.clip(spatial, 0, None)[None]
+    x, y = coord_deg[None, :], coord_deg[:, None]
+    spatial = np.clip(1 + gradient * (np.cos(angle) * x + np.sin(angle) * y), 0, None)
+    if quadratic or quartic:
+        s2 = (x**2 + y**2) / ACCEPTANCE_REFERENCE_OFFSET**2
+        spatial = spatial * np.exp(quadratic * s2 + quartic * s2**2)
+    return livetime * rate * spectral[:, None, None] * spatial[None]

@@ -176,12 +176,14 @@ class SimulationTemplate:
         self.psf_profiles = np.array(self.psf_profiles)
         self.edisp_matrices = np.array(self.edisp_matrices)
 
-    def background(self, livetime, norm=1.0, tilt=0.0, gradient=0.0, gradient_angle=0.0):
+    def background(self, livetime, norm=1.0, tilt=0.0, gradient=0.0, gradient_angle=0.0,
+                   acceptance_quadratic=0.0, acceptance_quartic=0.0):
         """True expected background counts, shape (n_energy, ny, nx); see `background_model`."""
         energy = self.energy_axis.center.to_value("TeV")
         coord = (np.arange(self.npix) - (self.npix - 1) / 2) * self.binsz.value
         return background_model(
-            self.background_rate, energy, coord, livetime, norm, tilt, gradient, gradient_angle
+            self.background_rate, energy, coord, livetime, norm, tilt, gradient, gradient_angle,
+            acceptance_quadratic, acceptance_quartic,
         )
 
     def source_npred(self, x, y, livetime, flux, index):
@@ -319,6 +321,7 @@ class SimulationTemplate:
         background = self.background(
             params.livetime, params.background_norm, params.background_tilt,
             params.background_gradient, params.gradient_angle,
+            params.acceptance_quadratic, params.acceptance_quartic,
         )
         signal = np.zeros_like(background)
         half = (self.npix - 1) / 2
@@ -364,7 +367,8 @@ def simulate_with_gammapy(template, params, seed):
     """Simulate the same map with gammapy's full machinery (``MapDataset.fake``).
 
     Slow (~0.5 s); the reference for the fast path. The spatial background
-    gradient is not supported here (gammapy's FoV background model has none).
+    gradient and acceptance change are not supported here (gammapy's FoV
+    background model has neither).
 
     Returns
     -------
@@ -373,6 +377,9 @@ def simulate_with_gammapy(template, params, seed):
     """
     if params.background_gradient:
         raise ValueError("simulate_with_gammapy does not model background_gradient; set it to 0")
+    if params.acceptance_quadratic or params.acceptance_quartic:
+        raise ValueError("simulate_with_gammapy does not model the acceptance change; set "
+                         "acceptance_quadratic and acceptance_quartic to 0")
     if params.diffuse is not None:
         raise ValueError("simulate_with_gammapy does not model the diffuse band; set diffuse to None")
     pointing = SkyCoord(params.pointing_ra, params.pointing_dec, unit="deg")

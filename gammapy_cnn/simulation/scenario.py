@@ -45,6 +45,8 @@ _UNITS = {
     "background_norm": "",
     "background_tilt": "",
     "background_gradient": "",
+    "acceptance_quadratic": "",
+    "acceptance_quartic": "",
 }
 _NON_NEGATIVE = {"livetime", "n_sources", "source_offset", "source_flux", "source_extension",
                  "shell_radius", "shell_width", "diffuse_probability", "diffuse_flux",
@@ -187,6 +189,12 @@ class Scenario(BaseModel):
     `~gammapy.modeling.models.FoVBackgroundModel` convention, reference
     1 TeV) and ``background_gradient`` adds a linear spatial gradient of that
     fractional amplitude at 1 deg from the centre, in a random direction.
+    ``acceptance_quadratic`` and ``acceptance_quartic`` change the radial
+    acceptance of the IRF background by the factor
+    ``exp(a (r / 2.5 deg)^2 + b (r / 2.5 deg)^4)`` at offset ``r``: real
+    instruments' acceptances are flatter or steeper than any one IRF's, and a
+    network that has seen one shape only takes every other shape's difference
+    for a source or a hole.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -214,6 +222,8 @@ class Scenario(BaseModel):
     background_norm: Distribution = Distribution(dist="uniform", min=0.8, max=1.2)
     background_tilt: Distribution = Distribution(dist="uniform", min=-0.2, max=0.2)
     background_gradient: Distribution = Distribution(dist="uniform", min=0, max=0.1)
+    acceptance_quadratic: Distribution = Distribution(dist="fixed", value=0)
+    acceptance_quartic: Distribution = Distribution(dist="fixed", value=0)
 
     @field_validator(*_UNITS, mode="before")
     @classmethod
@@ -358,6 +368,9 @@ class Scenario(BaseModel):
                 modulation=float(rng.uniform(0, 0.5)),
                 phase=float(rng.uniform(0, 2 * np.pi)),
             )
+        # drawn last, so that scenarios without them draw every other parameter as before
+        params.acceptance_quadratic = float(self.acceptance_quadratic.sample(rng))
+        params.acceptance_quartic = float(self.acceptance_quartic.sample(rng))
         return params
 
     def _sample_shape(self, rng):
@@ -446,3 +459,5 @@ class MapParameters:
     gradient_angle: float
     sources: list = field(default_factory=list)
     diffuse: DiffuseParameters | None = None
+    acceptance_quadratic: float = 0.0
+    acceptance_quartic: float = 0.0
