@@ -9,6 +9,8 @@ the split of an energy-integrated background over energy bins
 gammapy object.
 """
 
+import functools
+
 import numpy as np
 from scipy.ndimage import binary_dilation, gaussian_filter
 
@@ -108,6 +110,35 @@ def _shape_basis(x, y):
     return np.stack([np.interp(r, _SHAPE_KNOTS, u) for u in unit] + [x, y])
 
 
+@functools.lru_cache(maxsize=16)
+def _shape_design(by, bx, block, cx, cy):
+    """`_shape_basis` at the centres of ``by`` x ``bx`` blocks, positions in half-widths of the
+    blocks' span from the centre (``cx``, ``cy``, pixels). Cached: every refit of a map, and of
+    each of its energy bins, uses the same one."""
+    yb, xb = np.mgrid[:by, :bx]
+    design = _shape_basis((((xb + 0.5) * block - 0.5 - cx) / (bx * block / 2)).ravel(),
+                          (((yb + 0.5) * block - 0.5 - cy) / (by * block / 2)).ravel())
+    design.flags.writeable = False
+    return design
+
+
+@functools.lru_cache(maxsize=1)
+def _shape_penalty():
+    """A weak curvature penalty on the radial part of the shape correction.
+
+    It lets knots with no block left (masked, or inside an excess) follow their
+    neighbours; it does not move knots the counts constrain (their Fisher
+    information is thousands).
+    """
+    k = len(_SHAPE_KNOTS)
+    second_difference = np.zeros((k - 2, k + 2))
+    for i in range(k - 2):
+        second_difference[i, i : i + 3] = (1, -2, 1)
+    penalty = 10.0 * second_difference.T @ second_difference + 1e-6 * np.eye(k + 2)
+    penalty.flags.writeable = False
+    return penalty
+
+
 def refit_shape(counts, background, keep, block=8, min_delta_ts=25.0, centre=None):
     """Correct the background shape by a smooth factor when the counts demand it.
 
@@ -148,20 +179,9 @@ def refit_shape(counts, background, keep, block=8, min_delta_ts=25.0, centre=Non
     valid = b > 0
     if n[valid].sum() < 100:
         return background, False
-    # positions in half-widths of the blocks' span, from the centre (pixel coordinates)
-    cx, cy = ((bx * block - 1) / 2, (by * block - 1) / 2) if centre is None else centre
-    yb, xb = np.mgrid[:by, :bx]
-    design = _shape_basis((((xb + 0.5) * block - 0.5 - cx) / (bx * block / 2)).ravel(),
-                          (((yb + 0.5) * block - 0.5 - cy) / (by * block / 2)).ravel())
+    cx, cy = ((bx * block - 1) / 2, (by * block - 1) / 2) if centre is None else tuple(map(float, centre))
+    design, penalty = _shape_design(by, bx, block, cx, cy), _shape_penalty()
     design, n, b = design[:, valid], n[valid], b[valid]
-    # A weak curvature penalty on the radial part lets knots with no block left
-    # (masked, or inside an excess) follow their neighbours; it does not move
-    # knots the counts constrain (their Fisher information is thousands).
-    k = len(_SHAPE_KNOTS)
-    second_difference = np.zeros((k - 2, len(design)))
-    for i in range(k - 2):
-        second_difference[i, i : i + 3] = (1, -2, 1)
-    penalty = 10.0 * second_difference.T @ second_difference + 1e-6 * np.eye(len(design))
     params = np.zeros(len(design))
     try:
         for _ in range(30):  # Newton steps of the penalised Poisson log-likelihood (concave)
