@@ -26,7 +26,7 @@ from astropy.coordinates import SkyCoord
 from gammapy_cnn import CNNSourceFinder
 from gammapy_cnn.data import read_observations
 from gammapy_cnn.example_data import find_hess_dr1
-from gammapy_cnn.realtime import Monitor, replay
+from gammapy_cnn.realtime import Monitor, alert_significance, false_alarm_record, replay, update_false_alarm_card
 from gammapy_cnn.utils import cpu_model, write_text_atomic
 
 TARGETS = {
@@ -81,6 +81,8 @@ def main():
     parser.add_argument("--data", type=Path, default=find_hess_dr1())
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--targets", nargs="+", default=list(TARGETS))
+    parser.add_argument("--update-card", action="store_true",
+                        help="record the false alerts of the source-free runs in the monitor's false-alarm card")
     args = parser.parse_args()
     if args.data is None:
         raise SystemExit("H.E.S.S. DR1 not found: set $GAMMAPY_DATA or give --data")
@@ -116,6 +118,13 @@ def main():
             print(f"{target} {row['obs_id']}: {row['alerts']} alert(s) ({row['target_alerts']} on target), "
                   f"{row['tracks']} tracks, {row['windows']} windows in {wall:.1f} s", flush=True)
     write_text_atomic(args.output, report(rows, args, time.time() - started))
+    free = [r for r in rows if r["target"] == "source-free"]
+    if args.update_card and free:
+        record = false_alarm_record(sum(r["other_alerts"] for r in free), sum(r["livetime"] for r in free) / 3600,
+                                    threshold=alert_significance(), runs=[int(r["obs_id"]) for r in free],
+                                    command="python benchmarks/monitor_hess.py --update-card --output "
+                                            f"{args.output}")
+        update_false_alarm_card("hess_dr1_source_free", record)
 
 
 def report(rows, args, elapsed):

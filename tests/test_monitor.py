@@ -2,12 +2,15 @@
 VOEvent packets that pass the schema, a log with the documented columns, the same alerts
 on a second replay, and clear errors for bad input."""
 
+import json
+
 import astropy.units as u
 import numpy as np
 import pytest
 import voeventparse as vp
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from astropy.time import Time
 
 from gammapy_cnn import CNNSourceFinder
 from gammapy_cnn.realtime import (
@@ -288,3 +291,36 @@ def test_a_known_source_flaring_gives_one_flare_alert(template, finder, tmp_path
     seconds = (alerts[0].time - run.tstart.tt.mjd) * 86400
     assert start < seconds <= stop + 100
     assert alerts[0].known_name == "AGN"
+
+
+def test_the_false_alarm_card_describes_the_monitor_and_keeps_its_measurements(tmp_path):
+    """The shipped card was measured at the threshold the monitor uses today, and holds both
+    source-free data sets; updating a copy adds a record and recomputes the combined rate."""
+    from gammapy_cnn.realtime import (
+        DEFAULT_TIMESCALES,
+        alert_significance,
+        false_alarm_record,
+        read_false_alarm_card,
+        update_false_alarm_card,
+    )
+
+    card = read_false_alarm_card()
+    monitor = Monitor(CRAB, Time("2026-01-01T00:00:00"), CNNSourceFinder(network="original"))
+    assert card["threshold"]["significance"] == pytest.approx(monitor._alert_significance(), abs=1e-4)
+    assert card["threshold"]["significance"] == pytest.approx(alert_significance(0.1 / u.h, DEFAULT_TIMESCALES),
+                                                              abs=1e-4)
+    measured = card["measured"]
+    assert {"simulated_nights", "hess_dr1_source_free", "combined"} <= set(measured)
+    for record in measured.values():
+        assert record["hours"] > 0 and record["upper_limit_95_per_hour"] > record["rate_per_hour"]
+
+    copy = tmp_path / "card.json"
+    copy.write_text(json.dumps(card))
+    added = update_false_alarm_card("more", false_alarm_record(2, 10.0), path=copy)
+    combined = added["measured"]["combined"]
+    assert combined["false_alerts"] == measured["combined"]["false_alerts"] + 2
+    assert combined["hours"] == pytest.approx(measured["combined"]["hours"] + 10.0, abs=1e-2)
+    # zero in 10 h bounds the rate to 0.30 per hour (95%): the Poisson limit, not a guess
+    assert false_alarm_record(0, 10.0)["upper_limit_95_per_hour"] == pytest.approx(0.2996, abs=1e-3)
+    with pytest.raises(ValueError, match="measured at 4.000 sigma"):
+        update_false_alarm_card("other", false_alarm_record(0, 1.0, threshold=4.0), path=copy)

@@ -32,12 +32,31 @@ from .flux import ExcessToFlux, effective_area, safe_energy_threshold
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "new_files", "replay"]
+__all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Track", "alert_significance",
+           "new_files", "replay"]
 
 #: Window lengths of the monitor (s); ``None`` is the cumulative exposure.
 DEFAULT_TIMESCALES = (*([10, 30, 100, 300, 1000] * u.s), None)
 #: The cumulative window is looked at this often (s).
 CUMULATIVE_EVERY = 100.0
+
+
+def _seconds(timescale):
+    return CUMULATIVE_EVERY if timescale is None else u.Quantity(timescale, "s").to_value("s")
+
+
+def alert_significance(alert_false_rate=0.1 / u.h, timescales=DEFAULT_TIMESCALES):
+    """The significance at which chance alerts come at ``alert_false_rate``.
+
+    A one-sided Gaussian tail times the trials of an hour: `POSITIONS_PER_FIELD`
+    positions in each window of every timescale (``None``: the cumulative
+    window, looked at every `CUMULATIVE_EVERY` s). 5.26 for the defaults.
+    """
+    windows_per_hour = sum(3600.0 / _seconds(t) for t in timescales)
+    tail = u.Quantity(alert_false_rate, "1/h").to_value("1/h") / (POSITIONS_PER_FIELD * windows_per_hour)
+    return float(norm.isf(tail))
+
+
 #: An alert needs this many excess counts: below, a window's local fit is far from Gaussian
 #: (a 10 s window of a H.E.S.S. Crab run gave a "6.2 sigma" 0.55 deg wide fit to 18 of its 38 events).
 MIN_ALERT_EXCESS = 10.0
@@ -239,7 +258,7 @@ class Monitor:
     @property
     def windows_per_hour(self):
         """Windows looked at per hour of data, over all timescales."""
-        return sum(3600.0 / (CUMULATIVE_EVERY if t is None else t) for t in self.timescales)
+        return sum(3600.0 / _seconds(t) for t in self.timescales)
 
     def false_alarm_rate(self, significance):
         """Chance alerts per hour at or above ``significance`` (one-sided Gaussian tail, all trials)."""
@@ -434,8 +453,7 @@ class Monitor:
 
     def _alert_significance(self):
         """The significance at which the false-alarm rate per hour is ``alert_false_rate``."""
-        tail = self.alert_false_rate.to_value("1/h") / (POSITIONS_PER_FIELD * self.windows_per_hour)
-        return float(norm.isf(tail))
+        return alert_significance(self.alert_false_rate, self.timescales)
 
     def _alert(self, track, row, kind, received):
         return Alert(
