@@ -171,8 +171,8 @@ def report(rows, args, elapsed):
               "background scaled outside 0.3 deg, power law with free index at the known position), both "
               "integrated above the run's threshold (10% of the maximum effective area).",
               "",
-              f"Command: `python benchmarks/monitor_hess.py{' --update-card' if args.update_card else ''} --output {args.output}`; machine: {cpu_model()}, "
-              f"2 cores; {elapsed / 60:.1f} min."]
+              f"Command: `python benchmarks/monitor_hess.py{' --update-card' if args.update_card else ''} "
+              f"--output {args.output}`; machine: {cpu_model()}, 2 cores; {elapsed / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
