@@ -12,7 +12,6 @@ from astropy.utils import lazyproperty
 from gammapy.datasets import Datasets
 from gammapy.estimators import ESTIMATOR_REGISTRY
 from gammapy.estimators.core import Estimator
-from scipy.ndimage import gaussian_filter, maximum_filter
 from scipy.stats import norm
 
 from .background import away_from_excesses, split_in_energy, systematic_fraction
@@ -30,8 +29,8 @@ from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
 )
 from .makers import CNNBackgroundMaker, warn_if_wobble_stack
 from .networks import ORIGINAL, load_network
+from .peaks import candidate_discs, heatmap_peaks, merge_radius, on_valid_pixel, with_significance_peaks
 from .preprocessing import (
-    FINDER_STRIDE,
     NativeGrid,
     counts_image,
     native_images,
@@ -62,8 +61,6 @@ DEFAULT_PSF_SIGMA = 0.06 * u.deg
 #: candidates per field on the calibration set (peaks in the PSF halo of bright
 #: sources) for 9 true ones in 600 fields, which the heatmap mostly finds anyway.
 SIGNIFICANCE_RULE = 6.0
-#: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the significance maps it searches.
-SIGNIFICANCE_SMOOTHING_PIXELS = (4.0, 12.0)
 
 #: Independent positions of a blind search in a 5 x 5 deg field: (5 deg / 0.1 deg)^2
 #: resolution elements of the PSF's size. The trials of `CNNSourceFinder.min_significance`
@@ -92,60 +89,6 @@ def _per_energy(data, dataset, grid):
     if dataset.mask_safe is not None:
         data = data * np.asarray(dataset.mask_safe.data, bool).reshape(data.shape)
     return np.array([grid.to_native(image) for image in data], dtype=np.float32)
-
-
-def _on_valid_pixel(mask, x, y):
-    """Whether (x, y) lies on the map, in a valid pixel."""
-    ix, iy = int(np.rint(x)), int(np.rint(y))
-    return bool(0 <= ix < mask.shape[1] and 0 <= iy < mask.shape[0] and mask[iy, ix])
-
-
-def _with_significance_peaks(peaks, counts, background, mask, significance=SIGNIFICANCE_RULE):
-    """Candidates to refine: the heatmap peaks (x, y, score; the best within `MERGE_RADIUS`
-    of each other), then the peaks of the significance of ``counts`` over ``background``
-    (at `SIGNIFICANCE_SMOOTHING_PIXELS`, above ``significance``; None: none) that no
-    heatmap peak explains, with score 0."""
-    binsz = NATIVE_BINSZ.to_value("deg")
-    merge = MERGE_RADIUS.to_value("deg") / binsz
-    kept = []
-    for x, y, score in sorted(peaks, key=lambda p: p[2], reverse=True):
-        if all(np.hypot(x - k[0], y - k[1]) > merge for k in kept):
-            kept.append((x, y, score))
-    near = FIT_RADIUS.to_value("deg") / binsz
-    for sigma in SIGNIFICANCE_SMOOTHING_PIXELS if significance is not None else ():
-        area = 4 * np.pi * sigma**2  # a Gaussian kernel of peak 1 holds this many pixels
-        n = gaussian_filter(counts * mask, sigma) * area
-        b = np.maximum(gaussian_filter(background * mask, sigma) * area, 1e-9)
-        significance_map = np.sign(n - b) * np.sqrt(2 * np.maximum(n * np.log(np.maximum(n, 1e-9) / b) - (n - b), 0))
-        found = significance_map == maximum_filter(significance_map, size=int(2 * sigma + 1))
-        found &= (significance_map >= significance) & mask
-        for y, x in zip(*np.nonzero(found)):
-            if all(np.hypot(x - k[0], y - k[1]) > near for k in kept):
-                kept.append((float(x), float(y), 0.0))
-    if not kept:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
-    xs, ys, scores = (np.array(v, float) for v in zip(*kept))
-    return xs, ys, scores
-
-
-def _merge_radius(row, better, radius):
-    """Pixels within which ``row`` is the same source as the ``better`` candidate."""
-    extended = [r.get("ts_ext", 0) >= EXTENDED_TS for r in (row, better)]
-    if all(extended):
-        return max(radius, better["extension"] / NATIVE_BINSZ.to_value("deg"))
-    return radius
-
-
-def _candidate_discs(shape, xs, ys, radius):
-    """(ny, nx) bool: the discs of ``radius`` pixels around the candidates."""
-    discs = np.zeros(shape, bool)
-    ny, nx = shape
-    for x, y in zip(xs, ys):
-        ys_ = slice(int(np.clip(y - radius, 0, ny)), int(np.clip(y + radius + 2, 0, ny)))
-        xs_ = slice(int(np.clip(x - radius, 0, nx)), int(np.clip(x + radius + 2, 0, nx)))
-        yy, xx = np.ogrid[ys_, xs_]
-        discs[ys_, xs_] |= (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
-    return discs
 
 
 class CNNSourceFinder(Estimator):
@@ -487,8 +430,10 @@ class CNNSourceFinder(Estimator):
             peaks += self._run_peaks(network, dataset, image)
         if not cube.any():
             return self._table([], geom, NativeGrid(geom))
-        xs, ys, scores = _with_significance_peaks(peaks, cube.sum(axis=0), background_cube.sum(axis=0), mask,
-                                                  self.significance_rule)
+        binsz = NATIVE_BINSZ.to_value("deg")
+        xs, ys, scores = with_significance_peaks(peaks, cube.sum(axis=0), background_cube.sum(axis=0), mask,
+                                                 self.significance_rule, MERGE_RADIUS.to_value("deg") / binsz,
+                                                 FIT_RADIUS.to_value("deg") / binsz)
         rows = self._refined(xs, ys, scores, cube, background_cube, mask,
                              self._psf_sigma_pixels(datasets[0], cube), self.rescue_rule,
                              min_significance=self.significance_rule) if self.refine else []
@@ -539,7 +484,7 @@ class CNNSourceFinder(Estimator):
             radius = FIT_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
             # the spectrum as CNNBackgroundMaker.run makes it, the candidates' discs left out too
             background_cube = split_in_energy(background, cube, counts, mask,
-                                              exclude=_candidate_discs(mask.shape, xs, ys, 1.5 * radius))
+                                              exclude=candidate_discs(mask.shape, xs, ys, 1.5 * radius))
         else:
             background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
         return self._refined(xs, ys, scores, cube, background_cube, mask,
@@ -551,25 +496,14 @@ class CNNSourceFinder(Estimator):
         x, _ = normalise(counts, mask)
         x, window = pad(x)
         out = network.predict(x)
-        return [self._peaks(out["heatmap"][i, ..., 0], out["offset"][i], window, counts[i], mask[i])
+        return [self._peaks(out["heatmap"][i, ..., 0], out["offset"][i], window, mask[i])
                 for i in range(len(counts))]
 
-    def _peaks(self, heat, offset, window, counts, mask):
-        """The peaks of one map's heatmap and offsets (padded by ``window``), on valid pixels."""
+    def _peaks(self, heat, offset, window, mask):
+        """The peaks of one map's heatmap at the lowest score that can be kept."""
         rescue = self.rescue_rule
         floor = min(self.threshold, rescue["score"]) if rescue else self.threshold
-        peaks = (heat == maximum_filter(heat, size=3)) & (heat >= floor)
-        iy, ix = np.nonzero(peaks)
-        order = np.argsort(heat[iy, ix])[::-1][: 2 * self.max_candidates]
-        iy, ix = iy[order], ix[order]
-        xs = FINDER_STRIDE * (ix + offset[iy, ix, 0]) + (FINDER_STRIDE - 1) / 2 - window[1].start
-        ys = FINDER_STRIDE * (iy + offset[iy, ix, 1]) + (FINDER_STRIDE - 1) / 2 - window[0].start
-        inside = []
-        for px, py in zip(xs, ys):
-            ix0, iy0 = int(np.rint(px)), int(np.rint(py))
-            inside.append(0 <= ix0 < counts.shape[1] and 0 <= iy0 < counts.shape[0] and mask[iy0, ix0])
-        inside = np.array(inside, bool)
-        return xs[inside], ys[inside], heat[iy, ix][inside].astype(float)
+        return heatmap_peaks(heat, offset, window, mask, floor, 2 * self.max_candidates)
 
     def _psf_sigma_pixels(self, dataset, cube):
         """King width (native pixels) of a point source in the energy-integrated counts.
@@ -610,7 +544,7 @@ class CNNSourceFinder(Estimator):
         systematic = 0.0
         if self.systematics:
             source_free = away_from_excesses(counts_image, background_image, mask)
-            source_free &= ~_candidate_discs(mask.shape, xs, ys, radius)
+            source_free &= ~candidate_discs(mask.shape, xs, ys, radius)
             systematic = systematic_fraction(counts_image, background_image, source_free)
         rows = []
         for px, py, score in zip(xs, ys, scores):
@@ -621,7 +555,7 @@ class CNNSourceFinder(Estimator):
                 min_ts = min(min_ts or np.inf, min_significance**2)
             fit = fit_source(cube, background_cube, px, py, radius, min_ts=min_ts)
             reach = radius / 2 - 0.5
-            if _on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) >= reach:
+            if on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) >= reach:
                 # the fit walked out of its cutout's core (a heatmap peak off a source far brighter
                 # than any in training: a GRB's first seconds); fit again around where it went, and
                 # keep that when it stays there
@@ -630,18 +564,18 @@ class CNNSourceFinder(Estimator):
                     fit, px, py = again, fit["x"], fit["y"]
             row.update(significance=np.sqrt(fit["ts"]), excess=fit["amplitude"],
                        pos_err=fit["pos_err"] * binsz * self.pos_err_scale)
-            if _on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) < reach:
+            if on_valid_pixel(mask, fit["x"], fit["y"]) and np.hypot(fit["x"] - px, fit["y"] - py) < reach:
                 row.update(x=fit["x"], y=fit["y"])
             ext = fit_extension(counts_image, background_image, row["x"], row["y"], psf_sigma, radius, binsz)
             row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])
             # the centroid of a large source may fall where the map is masked: then the peak stays
-            if ext["ts_ext"] >= EXTENDED_TS and _on_valid_pixel(mask, ext["x"], ext["y"]):
+            if ext["ts_ext"] >= EXTENDED_TS and on_valid_pixel(mask, ext["x"], ext["y"]):
                 row.update(x=ext["x"], y=ext["y"], significance=np.sqrt(ext["ts"]), excess=ext["amplitude"],
                            pos_err=ext["pos_err"] * binsz * self.pos_err_scale)
             if systematic > 0:
                 # B (1 +- eps) under the source: Poisson variance B plus (eps B)^2
                 size = 2 * max(psf_sigma, row["extension"] / binsz if row["ts_ext"] >= EXTENDED_TS else 0)
-                under = background_image[_candidate_discs(mask.shape, [row["x"]], [row["y"]], size)].sum()
+                under = background_image[candidate_discs(mask.shape, [row["x"]], [row["y"]], size)].sum()
                 row["significance"] /= np.sqrt(1 + systematic**2 * under)
             row["background_systematic"] = systematic
             rows.append(row)
@@ -662,7 +596,7 @@ class CNNSourceFinder(Estimator):
             row.update(x=float(np.clip(row["x"], 0, shape[1] - 1)), y=float(np.clip(row["y"], 0, shape[0] - 1)))
             # best first: drop candidates that converged onto a better one, or fragments of
             # an extended one (themselves extended, within its size)
-            if all(np.hypot(row["x"] - k["x"], row["y"] - k["y"]) > _merge_radius(row, k, merge) for k in kept):
+            if all(np.hypot(row["x"] - k["x"], row["y"] - k["y"]) > merge_radius(row, k, merge) for k in kept):
                 kept.append(row)
         return kept[: self.max_candidates]
 

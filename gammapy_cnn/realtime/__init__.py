@@ -15,10 +15,11 @@ cumulative exposure), follows sources as `Track` s with light curves, and
 raises `Alert` s for new sources and flares, written as VOEvent 2.0 packets and
 an ``alerts.ecsv`` log by `AlertWriter` (``gammapy-cnn monitor``).
 
-The package has seven modules: ``windows`` (the replay loop: `WindowSearch`,
+The package has eight modules: ``windows`` (the replay loop: `WindowSearch`,
 `find_in_windows`, `run_windows` and their dataset helpers), ``results``
 (`WindowResult`, `RealtimeResult` and their table, ECSV and DS9 writers),
-``monitor`` (`Monitor`, `Track`, `Alert`), ``flux`` (`ExcessToFlux`: excess
+``monitor`` (`Monitor`, `Track`, `Alert`), ``feeds`` (`replay` of a
+recorded run and `new_files` arriving in a folder), ``flux`` (`ExcessToFlux`: excess
 counts to integral fluxes with a run's effective area), ``config``
 (`MonitorConfig`, the YAML settings of ``gammapy-cnn monitor``),
 ``alerts`` (the VOEvent and log writer) and ``card`` (the false-alarm card:
@@ -45,14 +46,15 @@ candidate name, run and window).
 """
 
 from ..finders import empty_candidates_table  # noqa: F401  (its home is gammapy_cnn.finders)
-from . import alerts, card, config, flux, monitor, results, windows
+from . import alerts, card, config, feeds, flux, monitor, results, windows
 from .alerts import *  # noqa: F403
 from .card import *  # noqa: F403
 from .config import *  # noqa: F403
+from .feeds import *  # noqa: F403
 from .flux import *  # noqa: F403
 from .monitor import *  # noqa: F403
 from .results import *  # noqa: F403
 from .windows import *  # noqa: F403
 
 __all__ = (results.__all__ + windows.__all__ + monitor.__all__ + alerts.__all__ + flux.__all__ + config.__all__
-           + card.__all__)
+           + card.__all__ + feeds.__all__)
