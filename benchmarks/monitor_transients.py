@@ -318,12 +318,13 @@ def markdown(rows, speed, args, elapsed):
                   f"the CNN monitor (the lowest such threshold: the most favourable to ring).", ""]
     hours = len(rows) * LIVETIME / 3600
     false = sum(r["cnn_false"] for r in rows)
-    upper = 0.5 * _chi2_upper(false) / hours
+    upper = false_alarm_record(false, hours)["upper_limit_95_per_hour"]
     lines += ["## False-alarm calibration on simulated nights", "",
               f"All responses: {false} false alert(s) of the CNN monitor in {hours:.1f} h "
               f"({false / hours:.3f} per hour; 95% upper limit {upper:.2f} per hour) against the analytic "
               f"0.1 per hour the threshold is set for. The H.E.S.S. source-free runs are in "
-              f"`docs/results/monitor_hess.md`.", ""]
+              f"`docs/results/monitor_hess.md`; both are kept in the monitor's false-alarm card "
+              f"(`gammapy_cnn/realtime/false_alarm_card.json`, written with `--update-card`).", ""]
     if speed:
         lines += ["## Throughput at 10 kHz", "",
                   f"{speed['events']} events in {speed['seconds']} s of data ({speed['rate']} per second) fed "
@@ -334,12 +335,6 @@ def markdown(rows, speed, args, elapsed):
               f"{args.output}`; machine: {cpu_model()}, 2 cores, shared with other jobs; {elapsed / 60:.1f} min. "
               f"Rows: `{args.output.with_suffix('.jsonl').name}`."]
     return "\n".join(lines) + "\n"
-
-
-def _chi2_upper(n, cl=0.95):
-    from scipy.stats import chi2
-
-    return chi2.ppf(cl, 2 * (n + 1))
 
 
 def main():

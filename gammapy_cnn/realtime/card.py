@@ -14,18 +14,13 @@ from datetime import date
 from importlib import resources
 from pathlib import Path
 
-import astropy.units as u
 from scipy.stats import chi2
 
 from ..finders import POSITIONS_PER_FIELD
 from ..utils import write_text_atomic
-from .monitor import CUMULATIVE_EVERY, DEFAULT_TIMESCALES, alert_significance
+from .monitor import CUMULATIVE_EVERY, DEFAULT_ALERT_FALSE_RATE, DEFAULT_TIMESCALES, alert_significance
 
 __all__ = ["false_alarm_record", "read_false_alarm_card", "update_false_alarm_card"]
-
-#: The false-alarm rate per hour the default threshold is set for.
-DEFAULT_ALERT_FALSE_RATE = 0.1 / u.h
-
 
 def card_path():
     """Path of the shipped card."""

@@ -38,13 +38,15 @@ __all__ = ["DEFAULT_TIMESCALES", "LIGHT_CURVE_COLUMNS", "Alert", "Monitor", "Tra
 DEFAULT_TIMESCALES = (*([10, 30, 100, 300, 1000] * u.s), None)
 #: The cumulative window is looked at this often (s).
 CUMULATIVE_EVERY = 100.0
+#: Chance alerts per hour the default alert threshold allows (`alert_significance`).
+DEFAULT_ALERT_FALSE_RATE = 0.1 / u.h
 
 
 def _seconds(timescale):
     return CUMULATIVE_EVERY if timescale is None else u.Quantity(timescale, "s").to_value("s")
 
 
-def alert_significance(alert_false_rate=0.1 / u.h, timescales=DEFAULT_TIMESCALES):
+def alert_significance(alert_false_rate=DEFAULT_ALERT_FALSE_RATE, timescales=DEFAULT_TIMESCALES):
     """The significance at which chance alerts come at ``alert_false_rate``.
 
     A one-sided Gaussian tail times the trials of an hour: `POSITIONS_PER_FIELD`
@@ -199,7 +201,7 @@ class Monitor:
     """
 
     def __init__(self, pointing, tstart, finder, timescales=DEFAULT_TIMESCALES, energy_axis=None, catalog=None,
-                 association_radius=0.2 * u.deg, alert_false_rate=0.1 / u.h, flare_factor=2.0,
+                 association_radius=0.2 * u.deg, alert_false_rate=DEFAULT_ALERT_FALSE_RATE, flare_factor=2.0,
                  offset_max=2.5 * u.deg, to_flux=None, gti=None, alert_writer=None, name="monitor"):
         if not isinstance(pointing, SkyCoord) or not pointing.isscalar:
             raise ValueError(f"pointing must be a scalar SkyCoord, got {pointing!r}")
