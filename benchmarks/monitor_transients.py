@@ -29,9 +29,10 @@ the same analytic false-alarm rate per hour), and again at the equal
 false rate: the lowest significance at which ring + excess gives no more
 false alerts in these observations than the monitor (at a few counts Li &
 Ma is far from Gaussian, so the analytic threshold gives ring many more).
-A method detects the source with its first alert within 0.2 deg of it; the delay is from the onset (burst), from
-the flare's start (flare) or from the start (steady). Ring + excess has no
-flare rule, so flares are the monitor's alone. Alerts farther than 0.2 deg
+A method detects the source with its first alert within 0.2 deg of it; the
+delay is from the onset (burst), from the flare's start (flare) or from the
+start (steady). Ring + excess has no flare rule, so flares are the monitor's
+alone. Alerts farther than 0.2 deg
 from every source are false; their rate per hour over all observations is
 the false-alarm calibration on simulated nights.
 
@@ -169,8 +170,8 @@ def ring_alerts(peaks, threshold):
     for stop, significance, near, spot in peaks:
         if significance < threshold or significance >= EMPTY_RING:
             continue
-        if near:
-            first = min(first, stop) if np.isfinite(first) else stop
+        if near:  # the peaks are in time order: the first one near the source is the alert
+            first = stop if np.isnan(first) else first
         else:
             false.add(tuple(spot))
     return first, len(false)
@@ -257,7 +258,7 @@ def throughput(template, finder, seed):
         energy = 0.05 * (1 - rng.uniform(0, 1, n)) ** (-1 / 1.7)  # index 2.7 above 50 GeV
         chunks.append(Table({"TIME": np.sort(second + rng.uniform(0, 1, n)) * u.s, "RA": positions.ra,
                              "DEC": positions.dec, "ENERGY": energy * u.TeV}, meta=mjdref))
-    for timed in (False, True):  # the first pass loads the networks and traces every batch size
+    for _ in range(2):  # the first pass loads the networks and traces every batch size; the second is timed
         monitor = Monitor(pointing, tstart, finder)
         began = time.perf_counter()
         for second, table in enumerate(chunks):
