@@ -179,8 +179,9 @@ def main():
 
 
 def update_cards(results):
-    """Add this run's metrics, keyed by IRF, to the shipped networks' model cards."""
+    """Add this run's metrics, keyed by IRF, to the shipped networks' model cards (JSON and Markdown)."""
     from gammapy_cnn.networks import read_card, weights_dir
+    from gammapy_cnn.networks.cards import write_all
     from gammapy_cnn.training import write_card
 
     for kind in ("cleaner", "finder"):
@@ -193,6 +194,7 @@ def update_cards(results):
                 metrics, n_maps=results["n_maps"], seed=results["seed"], command=results["command"],
                 machine=results["machine"])
             write_card(path, card)
+    write_all()  # the human-readable cards (NAME.md) follow their JSON
 
 
 if __name__ == "__main__":
