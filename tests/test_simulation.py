@@ -243,7 +243,7 @@ def test_training_scenario_has_the_skys_morphologies():
 
 
 def test_acceptance_change_reshapes_the_background_radially(template, tmp_path):
-    """The training scenario's acceptance change: exp(a s^2 + b s^4), s = offset / 2.5 deg,
+    """The scenario's opt-in acceptance change: exp(a s^2 + b s^4), s = offset / 2.5 deg,
     also in the label a file rebuilds; scenarios without it draw as before."""
     plain = template.background(100.0).sum(axis=0)
     flatter = template.background(100.0, acceptance_quadratic=0.6, acceptance_quartic=-0.4).sum(axis=0)

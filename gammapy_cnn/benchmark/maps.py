@@ -117,11 +117,7 @@ def simulate_benchmark_map(template, scenario, seed, index, reference=None):
     rng = map_rng(seed, index)
     params = scenario.sample(rng)
     sim = template.simulate(params, rng)
-    background = template.background(
-        params.livetime, params.background_norm, params.background_tilt,
-        params.background_gradient, params.gradient_angle,
-        params.acceptance_quadratic, params.acceptance_quartic,
-    )
+    background = template.map_background(params)
     if reference is None:
         pointing = SkyCoord(params.pointing_ra, params.pointing_dec, unit="deg")
         start = time.perf_counter()

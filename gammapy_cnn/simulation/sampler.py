@@ -186,6 +186,14 @@ class SimulationTemplate:
             acceptance_quadratic, acceptance_quartic,
         )
 
+    def map_background(self, params):
+        """True expected background counts of a map's `~gammapy_cnn.simulation.scenario.MapParameters`."""
+        return self.background(
+            params.livetime, params.background_norm, params.background_tilt,
+            params.background_gradient, params.gradient_angle,
+            params.acceptance_quadratic, params.acceptance_quartic,
+        )
+
     def source_npred(self, x, y, livetime, flux, index):
         """Expected counts per reconstructed energy bin of a source at pixel (x, y)."""
         ix = int(np.clip(np.rint(x), 0, self.npix - 1))
@@ -318,11 +326,7 @@ class SimulationTemplate:
         -------
         sim : `SimulatedMap`
         """
-        background = self.background(
-            params.livetime, params.background_norm, params.background_tilt,
-            params.background_gradient, params.gradient_angle,
-            params.acceptance_quadratic, params.acceptance_quartic,
-        )
+        background = self.map_background(params)
         signal = np.zeros_like(background)
         half = (self.npix - 1) / 2
         geom = self.geom(SkyCoord(params.pointing_ra, params.pointing_dec, unit="deg")).to_image()

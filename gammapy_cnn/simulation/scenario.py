@@ -192,9 +192,8 @@ class Scenario(BaseModel):
     ``acceptance_quadratic`` and ``acceptance_quartic`` change the radial
     acceptance of the IRF background by the factor
     ``exp(a (r / 2.5 deg)^2 + b (r / 2.5 deg)^4)`` at offset ``r``: real
-    instruments' acceptances are flatter or steeper than any one IRF's, and a
-    network that has seen one shape only takes every other shape's difference
-    for a source or a hole.
+    instruments' acceptances are flatter or steeper than any one IRF's. Off
+    (0) by default and in the shipped presets; for fine-tuning.
     """
 
     model_config = ConfigDict(extra="forbid")
