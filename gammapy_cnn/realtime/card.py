@@ -22,6 +22,7 @@ from .monitor import CUMULATIVE_EVERY, DEFAULT_ALERT_FALSE_RATE, DEFAULT_TIMESCA
 
 __all__ = ["false_alarm_record", "read_false_alarm_card", "update_false_alarm_card"]
 
+
 def card_path():
     """Path of the shipped card."""
     return Path(str(resources.files("gammapy_cnn.realtime") / "false_alarm_card.json"))
@@ -58,7 +59,7 @@ def update_false_alarm_card(name, record, path=None):
         positions_per_field=POSITIONS_PER_FIELD,
         timescales_s=[None if t is None else t.to_value("s") for t in DEFAULT_TIMESCALES],
         cumulative_every_s=CUMULATIVE_EVERY,
-        significance=round(alert_significance(DEFAULT_ALERT_FALSE_RATE, DEFAULT_TIMESCALES), 4),
+        significance=round(alert_significance(), 4),
     )
     if abs(record.get("threshold", threshold["significance"]) - threshold["significance"]) > 1e-3:
         raise ValueError(f"{name} was measured at {record['threshold']:.3f} sigma, not at the default "

@@ -42,8 +42,10 @@ CUMULATIVE_EVERY = 100.0
 DEFAULT_ALERT_FALSE_RATE = 0.1 / u.h
 
 
-def _seconds(timescale):
-    return CUMULATIVE_EVERY if timescale is None else u.Quantity(timescale, "s").to_value("s")
+def _windows_per_hour(timescales):
+    """Windows looked at per hour of data over ``timescales`` (``None``: the cumulative window)."""
+    return sum(3600.0 / (CUMULATIVE_EVERY if t is None else u.Quantity(t, "s").to_value("s"))
+               for t in timescales)
 
 
 def alert_significance(alert_false_rate=DEFAULT_ALERT_FALSE_RATE, timescales=DEFAULT_TIMESCALES):
@@ -53,8 +55,8 @@ def alert_significance(alert_false_rate=DEFAULT_ALERT_FALSE_RATE, timescales=DEF
     positions in each window of every timescale (``None``: the cumulative
     window, looked at every `CUMULATIVE_EVERY` s). 5.26 for the defaults.
     """
-    windows_per_hour = sum(3600.0 / _seconds(t) for t in timescales)
-    tail = u.Quantity(alert_false_rate, "1/h").to_value("1/h") / (POSITIONS_PER_FIELD * windows_per_hour)
+    trials = POSITIONS_PER_FIELD * _windows_per_hour(timescales)
+    tail = u.Quantity(alert_false_rate, "1/h").to_value("1/h") / trials
     return float(norm.isf(tail))
 
 
@@ -259,7 +261,7 @@ class Monitor:
     @property
     def windows_per_hour(self):
         """Windows looked at per hour of data, over all timescales."""
-        return sum(3600.0 / _seconds(t) for t in self.timescales)
+        return _windows_per_hour(self.timescales)
 
     def false_alarm_rate(self, significance):
         """Chance alerts per hour at or above ``significance`` (one-sided Gaussian tail, all trials)."""
