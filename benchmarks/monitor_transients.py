@@ -205,12 +205,14 @@ def simulate(template, case, index, seed):
     return run, pointing, source, start
 
 
-def observe_ring(template, run, pointing, source, start, threshold):
-    """The ring + excess columns of a row: its peaks, and its first alert at the monitor's threshold."""
-    peaks = ring_peaks(RingMonitor(template, pointing, threshold), run, source)
-    t_ring, ring_false = ring_alerts(peaks, threshold)
-    return dict(ring_delay=t_ring - start if np.isfinite(t_ring) else np.nan, ring_false=ring_false,
-                ring_peaks=peaks)
+def observe_ring(template, run, pointing, source, threshold):
+    """Ring + excess on an observation: its peaks (`ring_peaks`), from which every ring column is derived."""
+    return ring_peaks(RingMonitor(template, pointing, threshold), run, source)
+
+
+def ring_delay(row, threshold):
+    """Delay [s] of ring + excess's first alert on the source at ``threshold`` (NaN: none)."""
+    return ring_alerts(row["ring_peaks"], threshold)[0] - row["start"]
 
 
 def observe(template, finder, case, index, seed, with_ring):
@@ -235,9 +237,7 @@ def observe(template, finder, case, index, seed, with_ring):
                cnn_false=len(alerts) - len(on_source),
                threshold=monitor._alert_significance())
     if with_ring and kind != "flare":
-        row.update(observe_ring(template, run, pointing, source, start, row["threshold"]))
-    else:
-        row.update(ring_delay=np.nan, ring_false=np.nan)
+        row["ring_peaks"] = observe_ring(template, run, pointing, source, row["threshold"])
     row["seconds"] = time.perf_counter() - began
     return row
 
@@ -270,11 +270,10 @@ def throughput(template, finder, seed):
 
 def _ring_cells(cell, matched):
     """Alerted and median delay of ring + excess at the monitor's threshold and at ``matched``."""
-    if cell[0]["case"] == "flare":
+    if cell[0]["case"] == "flare" or "ring_peaks" not in cell[0]:
         return ["-"] * 4
     out = []
-    for delays in ([r["ring_delay"] for r in cell],
-                   [ring_alerts(r["ring_peaks"], matched)[0] - r["start"] for r in cell]):
+    for delays in ([ring_delay(r, r["threshold"]) for r in cell], [ring_delay(r, matched) for r in cell]):
         out += [f"{sum(np.isfinite(d) for d in delays)}/{len(cell)}", f"{_median(delays):.0f}"]
     return out
 
@@ -369,16 +368,17 @@ def main():
     done = {(r["irf"], r["index"]) for r in rows}
     templates = {irf_label(irf): SimulationTemplate(irf) for irf in irfs}
     if args.redo_ring:
-        for i, row in enumerate(rows):
+        all_cases = cases(args.n, np.random.default_rng(args.seed))
+        for row in rows:
             if row["case"] == "flare" or "ring_peaks" in row:
                 continue
             template = templates[row["irf"]]
-            case = cases(args.n, np.random.default_rng(args.seed))[row["index"]]
-            run, pointing, source, start = simulate(template, case, row["index"], row["seed"])
-            rows[i] = dict(row, start=start, **observe_ring(template, run, pointing, source, start, row["threshold"]))
+            run, pointing, source, row["start"] = simulate(template, all_cases[row["index"]], row["index"],
+                                                           row["seed"])
+            row["ring_peaks"] = observe_ring(template, run, pointing, source, row["threshold"])
             write_text_atomic(checkpoint, "".join(json.dumps(r, default=float) + "\n" for r in rows))
-            print(f"{row['irf']} {row['case']} {row['flux']:g}: ring delay {rows[i]['ring_delay']:.0f} s "
-                  f"(was {row['ring_delay']:.0f}), {len(rows[i]['ring_peaks'])} peaks", flush=True)
+            print(f"{row['irf']} {row['case']} {row['flux']:g}: ring delay {ring_delay(row, row['threshold']):.0f} s, "
+                  f"{len(row['ring_peaks'])} peaks", flush=True)
     finder = CNNSourceFinder()
     began = time.time()
     for irf in irfs:
@@ -391,8 +391,9 @@ def main():
             rows.append(row)
             with open(checkpoint, "a") as out:  # one line per observation: a crash loses at most one
                 out.write(json.dumps(row, default=float) + "\n")
+            ring = ring_alerts(row.get("ring_peaks", []), row["threshold"])
             print(f"{row['irf']} {row['case']} {row['flux']:g}: CNN delay {row['cnn_delay']:.0f} s, ring "
-                  f"{row['ring_delay']:.0f} s, false {row['cnn_false']}/{row['ring_false']} "
+                  f"{ring[0] - row['start']:.0f} s, false {row['cnn_false']}/{ring[1]} "
                   f"({row['seconds']:.0f} s)", flush=True)
     speed = None if args.no_throughput else throughput(templates[irf_label(irfs[0])], finder, args.seed)
     write_text_atomic(args.output, markdown(rows, speed, args, time.time() - began))
