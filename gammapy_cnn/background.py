@@ -12,7 +12,7 @@ gammapy object.
 import functools
 
 import numpy as np
-from scipy.ndimage import binary_dilation, gaussian_filter
+from scipy.ndimage import gaussian_filter
 
 __all__ = ["away_from_excesses", "fit_to_counts", "refit_shape", "split_in_energy", "systematic_fraction"]
 
@@ -40,11 +40,28 @@ def away_from_excesses(counts, background, mask):
         # the background is smooth on 0.2 deg cells: its own smoothing would change nothing
         expected = np.maximum(_block_sum(background, block), 1e-3 * block**2)
         noise = np.sqrt(expected / (4 * np.pi * (sigma / block) ** 2))
-        significant = binary_dilation(excess / noise > SOURCE_MASK_SIGNIFICANCE,
-                                      iterations=max(int(round(sigma / block)), 1))
-        source |= np.repeat(np.repeat(significant, block, axis=0), block, axis=1)[: mask.shape[0], : mask.shape[1]]
+        significant = excess / noise > SOURCE_MASK_SIGNIFICANCE
+        if significant.any():  # most fields have no excess: nothing to widen
+            significant = _dilated(significant, max(int(round(sigma / block)), 1))
+            source |= np.repeat(np.repeat(significant, block, axis=0), block, axis=1)[: mask.shape[0], : mask.shape[1]]
     keep = mask & ~source
     return keep if keep.any() else mask
+
+
+def _dilated(image, iterations):
+    """``binary_dilation(image, iterations=iterations)`` (4-connected), as ORs of shifted copies.
+
+    The same pixels, in a third of the time on the small block grids of `away_from_excesses`.
+    """
+    out = image.copy()
+    ny, nx = image.shape
+    for dy in range(-iterations, iterations + 1):
+        reach = iterations - abs(dy)
+        for dx in range(-reach, reach + 1):
+            if dy or dx:
+                out[max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)] |= \
+                    image[max(-dy, 0) : ny + min(-dy, 0), max(-dx, 0) : nx + min(-dx, 0)]
+    return out
 
 
 def _block_sum(image, block):
@@ -170,6 +187,8 @@ def refit_shape(counts, background, keep, block=8, min_delta_ts=25.0, centre=Non
     if by < 3 or bx < 3:
         return background, False
     crop = (slice(0, by * block), slice(0, bx * block))
+    if counts[crop][keep[crop]].sum() < 100:  # too few counts to fit a shape (checked below, exactly)
+        return background, False
 
     def blocks(image):
         return _block_sum(image[crop], block).ravel()

@@ -12,7 +12,7 @@ import functools
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.table import Column, Table
+from astropy.table import Table
 from gammapy.catalog import SourceCatalog, SourceCatalogObject
 from gammapy.modeling.models import (
     GaussianSpatialModel,
@@ -67,12 +67,15 @@ COLUMNS = {
 
 def _make_table(values=None, meta=None):
     """Candidates table with the documented columns, units and descriptions."""
-    columns = []
-    for name, (unit, description) in COLUMNS.items():
-        dtype = "U20" if name == "Source_Name" else float
-        data = np.zeros(0, dtype=dtype) if values is None else np.asarray(values[name], dtype=dtype)
-        columns.append(Column(data, name=name, unit=unit or None, description=description))
-    return Table(columns, meta=meta, copy=False)
+    data = [np.zeros(0, dtype=_dtype(name)) if values is None else np.asarray(values[name], dtype=_dtype(name))
+            for name in COLUMNS]
+    return Table(data, names=list(COLUMNS), units={name: unit or None for name, (unit, _) in COLUMNS.items()},
+                 descriptions={name: description for name, (_, description) in COLUMNS.items()},
+                 meta=meta, copy=False)
+
+
+def _dtype(name):
+    return "U20" if name == "Source_Name" else float
 
 
 def empty_candidates_table(meta=None):

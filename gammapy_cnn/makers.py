@@ -332,12 +332,14 @@ class CNNBackgroundMaker(Maker):
         geom = dataset.counts.geom
         data = np.asarray(dataset.counts.data, dtype=float).reshape((-1,) + counts.shape)
         if dataset.mask_safe is not None:
-            safe = np.asarray(dataset.mask_safe.data, bool).reshape(data.shape)
+            safe = np.asarray(dataset.mask_safe.data, bool).reshape(data.shape) & mask[None]
         else:
-            safe = np.ones(data.shape, bool)
-        safe = safe & mask[None]
-        cube = split_in_energy(background, data * safe, counts, mask, centre=_pointing_pixel(dataset),
-                               safe=safe) * safe
+            safe = np.repeat(mask[None], len(data), axis=0)
+        centre = _pointing_pixel(dataset)
+        if safe.all():  # no pixel to leave out (most counts-only maps): skip the masking
+            cube = split_in_energy(background, data, counts, mask, centre=centre)
+        else:
+            cube = split_in_energy(background, data * safe, counts, mask, centre=centre, safe=safe) * safe
         out = dataset.copy(name=dataset.name)
         out.background = Map.from_geom(geom, data=cube.reshape(geom.data_shape), unit="")
         if dataset.mask_safe is not None or not mask.all():

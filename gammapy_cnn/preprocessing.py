@@ -94,10 +94,9 @@ def counts_image(dataset):
         raise ValueError(f"dataset {dataset.name!r}: counts hold negative values")
     if np.any(data != np.round(data)):
         raise ValueError(f"dataset {dataset.name!r}: counts are not whole numbers")
-    if dataset.mask_safe is not None:
-        mask = np.asarray(dataset.mask_safe.data, dtype=bool).reshape(data.shape)
-    else:
-        mask = np.ones(data.shape, dtype=bool)
+    if dataset.mask_safe is None:  # every pixel valid
+        return data.sum(axis=0), np.ones(data.shape[1:], dtype=bool)
+    mask = np.asarray(dataset.mask_safe.data, dtype=bool).reshape(data.shape)
     mask_2d = mask.any(axis=0)
     if not mask_2d.any():
         raise ValueError(
@@ -106,7 +105,7 @@ def counts_image(dataset):
             "dataset.mask_safe = Map.from_geom(dataset.counts.geom, data=True, dtype=bool) "
             "(or dataset.mask_safe = None: every pixel valid)"
         )
-    return (data * mask).sum(axis=0), mask_2d
+    return (data.sum(axis=0) if mask.all() else (data * mask).sum(axis=0)), mask_2d
 
 
 def _check_energy(edges, name):
@@ -146,11 +145,11 @@ def normalise(counts, mask):
     n_valid = np.maximum(mask.sum(axis=(-2, -1)), 1)
     level = ((counts * mask).sum(axis=(-2, -1)) + 0.5) / n_valid
     lv = level[..., None, None]
-    x = np.stack(
-        [counts * mask / lv, mask.astype(float), np.broadcast_to(np.log10(lv), counts.shape) * mask],
-        axis=-1,
-    )
-    return x.astype(np.float32), level
+    x = np.empty(counts.shape + (3,), np.float32)
+    x[..., 0] = counts * mask / lv
+    x[..., 1] = mask
+    x[..., 2] = np.log10(lv) * mask
+    return x, level
 
 
 def pad(array, multiple=PAD_MULTIPLE):
