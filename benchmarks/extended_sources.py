@@ -28,8 +28,7 @@ from its centre in four directions (the H.E.S.S. wobble pattern), each run on a
 map centred on its own pointing. The significance of the stacked excess in a
 1.3 deg circle (``CashCountsStatistic`` over each method's background, summed over
 the runs) is given for FoV-with-exclusion (a 1.3 deg exclusion circle) and for
-the CNN background estimated run by run (`CNNBackgroundMaker` on the `Datasets`,
-with the runs' shared acceptance under the stacked excess, `gammapy_cnn.acceptance`);
+the CNN background estimated run by run (`CNNBackgroundMaker` on the `Datasets`);
 then the joint `CNNSourceFinder` on the runs' `Datasets` (the code path of
 ``gammapy-cnn find --stack``): the fraction of stacks with a candidate within
 1 deg of the centre, the number of such candidates (1: one source, not
