@@ -17,7 +17,15 @@ from .acceptance import MIN_RUNS, shared_acceptance
 from .background import fit_to_counts, split_in_energy
 from .data import counts_dataset, counts_geom
 from .networks import ORIGINAL, load_network
-from .preprocessing import MIN_NATIVE_PIXELS, NativeGrid, counts_image, native_images, normalise, original_stretch, pad
+from .preprocessing import (
+    MIN_NATIVE_PIXELS,
+    NativeGrid,
+    counts_image,
+    native_images,
+    normalise,
+    original_stretch,
+    pad,
+)
 from .runs import (
     RUN_FRAME_TOLERANCE,
     WOBBLE_WARNING_SPREAD,
