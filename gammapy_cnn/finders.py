@@ -302,9 +302,8 @@ class CNNSourceFinder(Estimator):
         of a wobble campaign), the finder runs jointly, as gammapy's
         `~gammapy.analysis.Analysis` stacks per-run reductions: each run's
         background is estimated on a map centred on its own pointing
-        (`CNNBackgroundMaker.run` on the runs, with their shared acceptance
-        under a faint source of the stack), where the networks tell a source
-        from the acceptance, and each run's heatmap is computed there too. The counts
+        (`CNNBackgroundMaker`), where the networks tell a source from the
+        acceptance, and each run's heatmap is computed there too. The counts
         and backgrounds are stacked on one map (`~gammapy_cnn.runs.common_geom`:
         the runs' own geometry when they share one with 0.025 deg pixels),
         and every candidate is refined on the stack. Candidates are the

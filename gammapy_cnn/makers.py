@@ -263,10 +263,7 @@ class CNNBackgroundMaker(Maker):
         Given `~gammapy.datasets.Datasets` (one dataset per run), each run is
         estimated on its own, as gammapy's `~gammapy.analysis.Analysis` does:
         the background of their stack (``Datasets.stack_reduce()``) is the
-        sum of per-run estimates. In a wobble campaign (3 runs or more), a
-        run whose network took part of a source of the stack for acceptance
-        gets the runs' shared acceptance under it
-        (`gammapy_cnn.acceptance`). A run whose map is not centred on its
+        sum of per-run estimates. A run whose map is not centred on its
         pointing (read from ``meta_table``'s ``RA_PNT``/``DEC_PNT``) is
         estimated on a map centred on it, where the networks learnt the
         acceptance, and the estimate is resampled back (counts conserved);
