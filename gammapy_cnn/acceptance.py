@@ -22,7 +22,7 @@ Plain numpy images on run frames and one sky geometry; no network.
 
 import numpy as np
 
-from .background import _block_sum, away_from_excesses
+from .background import away_from_excesses
 from .runs import reproject_counts, reproject_mask
 
 __all__ = ["MIN_RUNS", "STACK_EXCESS_SCALES", "shared_acceptance"]
@@ -33,10 +33,6 @@ MIN_RUNS = 3
 #: Smoothing widths (pixels of 0.025 deg: 0.1, 0.3 and 0.6 deg) of the stacked excess search:
 #: the largest is the scale of the sources the single-run maps leave to the stack.
 STACK_EXCESS_SCALES = (4.0, 12.0, 24.0)
-#: Largest rms difference, on 0.2 deg cells outside the excesses, between a run's own estimate
-#: and the shared acceptance for the run to take the latter: simulated runs of one response
-#: differ by 0.7-2.2%, H.E.S.S. DR1 runs of one source by 2.3-10% (zenith angles, conditions).
-MAX_SHAPE_MISMATCH = 0.025
 #: Most passes of median and excess search (they stop earlier when the excesses stay the same).
 MAX_PASSES = 6
 
@@ -81,31 +77,8 @@ def shared_acceptance(counts, backgrounds, masks, frames, sky):
         excess = found
     if not excess.any():
         return list(backgrounds), excess
-    out = []
-    for frame, own, acceptance in zip(frames, backgrounds, shared):
-        under = reproject_mask(excess, sky, frame)
-        out.append(np.where(under, acceptance, own) if _takes_shared(own, acceptance, under) else own)
-    return out, excess
-
-
-def _takes_shared(own, acceptance, under):
-    """Whether a run's background under the excesses is the shared acceptance rather than its own.
-
-    Only when the run shares the acceptance (its estimate and the shared one,
-    outside the excesses, agree within `MAX_SHAPE_MISMATCH` rms on 0.2 deg
-    cells) and its network took part of the source (its estimate lies above
-    the acceptance under the excesses). Runs at other zenith angles or in other
-    conditions than the campaign's median keep their own estimate: the
-    median of the others would not be their acceptance.
-    """
-    if not own[under].sum() > acceptance[under].sum():
-        return False
-    free = ~under & (own > 0)
-    whole = _block_sum(free.astype(float), 8) == 64
-    own_cells, shared_cells = _block_sum(own * free, 8)[whole], _block_sum(acceptance * free, 8)[whole]
-    if len(own_cells) < 10 or not np.all(shared_cells > 0):
-        return False
-    return np.sqrt(np.mean((own_cells / shared_cells - 1) ** 2)) <= MAX_SHAPE_MISMATCH
+    under = [reproject_mask(excess, sky, f) for f in frames]
+    return [np.where(u, s, b) for u, s, b in zip(under, shared, backgrounds)], excess
 
 
 def _stacked_excesses(counts, background, covered):

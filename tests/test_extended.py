@@ -169,19 +169,6 @@ def test_shared_acceptance_keeps_a_faint_shell_that_each_run_eats(template):
         np.testing.assert_array_equal(joint.background.data, alone.background.data)
 
 
-def test_a_run_takes_the_shared_acceptance_only_if_it_shares_it_and_ate_the_source():
-    from gammapy_cnn.acceptance import _takes_shared
-
-    y, x = (np.mgrid[:200, :200] - 99.5) / 100
-    acceptance = 10 * np.exp(-(x**2 + y**2))
-    under = np.hypot(x - 0.3, y) < 0.3
-    bump = 1 + 0.2 * under
-    assert _takes_shared(acceptance * bump, acceptance, under)  # the same acceptance, a source eaten
-    assert not _takes_shared(acceptance / bump, acceptance, under)  # below the acceptance: nothing eaten
-    other = acceptance * (1 + 0.1 * x)  # another zenith angle: a 10% gradient
-    assert not _takes_shared(other * bump, acceptance, under)
-
-
 @pytest.mark.slow
 def test_joint_finder_finds_an_extended_source_once_at_its_centroid(template):
     runs = wobble_runs(template, SourceParameters(0, 0, 1.0, 2.5, 0.3, "gaussian"))
