@@ -413,8 +413,8 @@ class CNNSourceFinder(Estimator):
         background_cube = np.zeros_like(cube)
         mask = np.zeros(image.data_shape, bool)
         peaks = []
-        estimates = maker.run(list(datasets)) if maker is not None else datasets
-        for dataset, estimated in zip(datasets, estimates):
+        for dataset in datasets:
+            estimated = maker.run(dataset) if maker is not None else dataset
             shape = (-1,) + dataset.counts.geom.data_shape[-2:]
             safe = (np.ones(dataset.counts.data.shape, bool) if estimated.mask_safe is None
                     else np.asarray(estimated.mask_safe.data, bool)).reshape(shape)

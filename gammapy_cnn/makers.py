@@ -5,7 +5,6 @@ import logging
 import warnings
 
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.utils import lazyproperty
 from gammapy.datasets import Datasets, SpectrumDataset
 from gammapy.makers import MAKER_REGISTRY, Maker
@@ -13,25 +12,14 @@ from gammapy.maps import Map, RegionNDMap
 from gammapy.modeling.models import FoVBackgroundModel, Models
 from scipy.ndimage import gaussian_filter
 
-from .acceptance import MIN_RUNS, shared_acceptance
 from .background import fit_to_counts, split_in_energy
 from .data import counts_dataset, counts_geom
 from .networks import ORIGINAL, load_network
-from .preprocessing import (
-    MIN_NATIVE_PIXELS,
-    NativeGrid,
-    counts_image,
-    native_images,
-    normalise,
-    original_stretch,
-    pad,
-)
+from .preprocessing import MIN_NATIVE_PIXELS, NativeGrid, native_images, normalise, original_stretch, pad
 from .runs import (
     RUN_FRAME_TOLERANCE,
     WOBBLE_WARNING_SPREAD,
     as_dataset_list,
-    common_geom,
-    dataset_pointing,
     mean_direction,
     meta_pointings,
     reproject_counts,
@@ -304,48 +292,11 @@ class CNNBackgroundMaker(Maker):
             ON region outside the run's safe field of view.
         """
         if isinstance(dataset, (Datasets, list, tuple)):
-            return self._run_runs(as_dataset_list(dataset))
+            return Datasets([self._run_one(d) for d in as_dataset_list(dataset)])
         if isinstance(dataset, SpectrumDataset):
             return self._run_spectrum(dataset, observation)
         warn_if_wobble_stack(dataset, "CNNBackgroundMaker.run")
         return self._run_one(dataset)
-
-    def _run_runs(self, datasets):
-        """Each run on its own; then, in a wobble campaign, its stacked excesses under the shared acceptance.
-
-        See `~gammapy_cnn.acceptance`: with at least
-        `~gammapy_cnn.acceptance.MIN_RUNS` runs that record pointings more than
-        `~gammapy_cnn.runs.WOBBLE_WARNING_SPREAD` apart, each run's background
-        under the excesses of the stack is the median acceptance of the runs,
-        fitted to its counts; elsewhere, and in any other case, it is the
-        run's own estimate.
-        """
-        estimates = [self._run_one(d) for d in datasets]
-        try:
-            pointings = SkyCoord([dataset_pointing(d) for d in datasets])
-        except ValueError:  # a run without a pointing: no camera frame to share
-            return Datasets(estimates)
-        if len(datasets) < MIN_RUNS or pointings.separation(mean_direction(pointings)).max() <= WOBBLE_WARNING_SPREAD:
-            return Datasets(estimates)
-        images = [d.counts.geom.to_image() for d in datasets]
-        frames = [run_geom(p, image) for p, image in zip(pointings, images)]
-        counts, backgrounds, masks = [], [], []
-        for dataset, estimate, image, frame in zip(datasets, estimates, images, frames):
-            image_counts, valid = counts_image(dataset)
-            if estimate.mask_safe is not None:
-                valid = valid & np.asarray(estimate.mask_safe.data, bool).reshape((-1,) + valid.shape).any(axis=0)
-            background = np.asarray(estimate.background.data, float).reshape((-1,) + valid.shape).sum(axis=0)
-            counts.append(reproject_counts(image_counts * valid, image, frame)[0])
-            backgrounds.append(reproject_counts(background * valid, image, frame)[0])
-            masks.append(reproject_mask(valid, image, frame))
-        shared, excess = shared_acceptance(counts, backgrounds, masks, frames, common_geom(datasets))
-        if not excess.any():
-            return Datasets(estimates)
-        for estimate, image, frame, before, after in zip(estimates, images, frames, backgrounds, shared):
-            before, after = reproject_counts(before, frame, image)[0], reproject_counts(after, frame, image)[0]
-            ratio = np.divide(after, before, out=np.ones_like(after), where=before > 0)
-            estimate.background.data = estimate.background.data * ratio.reshape(estimate.background.data.shape[-2:])
-        return Datasets(estimates)
 
     def _run_spectrum(self, dataset, observation):
         geom = dataset.counts.geom

@@ -139,36 +139,6 @@ def test_maker_estimates_each_run_on_its_pointing(template):
         sum(r.npred_background().data.sum() for r in estimated))
 
 
-def _kept_in_aperture(estimates, truth, radius=1.3):
-    """Sum over runs of counts minus background within ``radius`` deg of TARGET, over the true excess."""
-    kept = true = 0.0
-    for run in estimates:
-        image = run.counts.geom.to_image()
-        inside = image.get_coord().skycoord.separation(TARGET).deg < radius
-        counts = run.counts.data.sum(axis=0)[inside].sum()
-        kept += counts - run.npred_background().data.sum(axis=0)[inside].sum()
-        true += counts - truth.sum(axis=0)[inside].sum()
-    return kept / true
-
-
-def test_shared_acceptance_keeps_a_faint_shell_that_each_run_eats(template):
-    """A 1 deg shell at 0.2 Crab in four wobbled runs: one run's network takes much of it for
-    acceptance; the runs' shared acceptance gives it back. An empty campaign is left as it was."""
-    maker = CNNBackgroundMaker()
-    truth = template.background(1800.0)  # the runs' background (norm 1, no tilt)
-    runs = wobble_runs(template, SourceParameters(0, 0, 0.2, 2.5, 0.9, "shell", 0.1), seed=3)
-    one_by_one = _kept_in_aperture([maker.run(run) for run in runs], truth)
-    shared = _kept_in_aperture(maker.run(runs), truth)
-    assert shared > one_by_one + 0.1, (one_by_one, shared)
-    assert 0.8 < shared < 1.15, (one_by_one, shared)
-    empty = wobble_runs(template, SourceParameters(0, 0, 0.0, 2.5), livetime=300.0, seed=4)
-    for joint, alone in zip(maker.run(empty), [maker.run(run) for run in empty]):
-        np.testing.assert_array_equal(joint.background.data, alone.background.data)
-    # two runs: no median to take
-    for joint, alone in zip(maker.run(runs[:2]), [maker.run(run) for run in runs[:2]]):
-        np.testing.assert_array_equal(joint.background.data, alone.background.data)
-
-
 @pytest.mark.slow
 def test_joint_finder_finds_an_extended_source_once_at_its_centroid(template):
     runs = wobble_runs(template, SourceParameters(0, 0, 1.0, 2.5, 0.3, "gaussian"))
