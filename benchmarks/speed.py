@@ -67,7 +67,9 @@ def main():
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, CPU only (shared; medians). "
         f"Date: {time.strftime('%Y-%m-%d')}. "
-        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (oneDNN on)')}; "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (oneDNN on)')}, "
+        f"TF_NUM_INTRAOP_THREADS={os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset (one per core)')}, "
+        f"TF_NUM_INTEROP_THREADS={os.environ.get('TF_NUM_INTEROP_THREADS', 'unset')}; "
         f"load average {os.getloadavg()[0]:.1f} at the end (other jobs running).",
         f"Command: `python benchmarks/speed.py --repeat {args.repeat} --batch {args.batch} --output {args.output}`",
         "",
