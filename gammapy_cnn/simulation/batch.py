@@ -10,7 +10,7 @@ from gammapy.maps import MapAxis
 from gammapy.utils.parallel import run_multiprocessing
 from tqdm.auto import tqdm
 
-from .io import MAP_FIELDS, SOURCE_FIELDS, SimulationWriter
+from .io import BACKGROUND_FIELDS, MAP_FIELDS, SOURCE_FIELDS, SimulationWriter
 from .sampler import SimulationTemplate
 from .scenario import Scenario
 
@@ -76,9 +76,7 @@ def simulate_maps(scenario, seed, start, stop):
         mask[i] = template.mask
         row = maps[i]
         row["seed"] = index
-        for name in ("irf_index", "pointing_ra", "pointing_dec", "livetime", "background_norm",
-                     "background_tilt", "background_gradient", "gradient_angle",
-                     "acceptance_quadratic", "acceptance_quartic"):
+        for name in ("irf_index", "pointing_ra", "pointing_dec", *BACKGROUND_FIELDS):
             row[name] = getattr(params, name)
         row["n_sources"] = len(sim.sources)
         row["npred_signal"] = float(sim.signal.sum())

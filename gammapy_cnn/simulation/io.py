@@ -41,6 +41,10 @@ MAP_FIELDS = [
     ("npred_background", "f8"), ("npred_signal", "f8"), ("npred_diffuse", "f8"),
     ("acceptance_quadratic", "f8"), ("acceptance_quartic", "f8"),
 ]
+#: The map fields (of `MAP_FIELDS` and of `~gammapy_cnn.simulation.scenario.MapParameters`) that
+#: set a map's true background, in the order `background_model` takes them after the coordinates.
+BACKGROUND_FIELDS = ("livetime", "background_norm", "background_tilt", "background_gradient", "gradient_angle",
+                     "acceptance_quadratic", "acceptance_quartic")
 SOURCE_FIELDS = [
     ("map_index", "i8"), ("x", "f8"), ("y", "f8"), ("ra", "f8"), ("dec", "f8"),
     ("flux", "f8"), ("index", "f8"), ("extension", "f8"), ("morphology", "i1"), ("width", "f8"),
@@ -228,11 +232,8 @@ class SimulationReader:
         coord = (np.arange(npix) - (npix - 1) / 2) * self.binsz
         out = np.empty((len(rows),) + self._templates.shape[1:], dtype=np.float32)
         for i, row in enumerate(rows):
-            out[i] = background_model(
-                self._templates[row["irf_index"]], energy, coord, row["livetime"],
-                row["background_norm"], row["background_tilt"], row["background_gradient"],
-                row["gradient_angle"], row["acceptance_quadratic"], row["acceptance_quartic"],
-            )
+            out[i] = background_model(self._templates[row["irf_index"]], energy, coord,
+                                      *(row[name] for name in BACKGROUND_FIELDS))
         return out if np.ndim(self.maps[index]) else out[0]
 
     def sources(self, index):

@@ -31,7 +31,7 @@ from gammapy.modeling.models import (
 from scipy.signal import fftconvolve
 
 from ..utils import ENERGY_RANGE, NATIVE_BINSZ, NATIVE_ENERGY_NBIN, NATIVE_NPIX
-from .io import background_model
+from .io import BACKGROUND_FIELDS, background_model
 from .irf import irf_label, load_irf
 from .scenario import MORPHOLOGIES
 
@@ -188,11 +188,7 @@ class SimulationTemplate:
 
     def map_background(self, params):
         """True expected background counts of a map's `~gammapy_cnn.simulation.scenario.MapParameters`."""
-        return self.background(
-            params.livetime, params.background_norm, params.background_tilt,
-            params.background_gradient, params.gradient_angle,
-            params.acceptance_quadratic, params.acceptance_quartic,
-        )
+        return self.background(*(getattr(params, name) for name in BACKGROUND_FIELDS))
 
     def source_npred(self, x, y, livetime, flux, index):
         """Expected counts per reconstructed energy bin of a source at pixel (x, y)."""
