@@ -94,9 +94,10 @@ def counts_image(dataset):
         raise ValueError(f"dataset {dataset.name!r}: counts hold negative values")
     if np.any(data != np.round(data)):
         raise ValueError(f"dataset {dataset.name!r}: counts are not whole numbers")
-    if dataset.mask_safe is None:  # every pixel valid
-        return data.sum(axis=0), np.ones(data.shape[1:], dtype=bool)
-    mask = np.asarray(dataset.mask_safe.data, dtype=bool).reshape(data.shape)
+    if dataset.mask_safe is not None:
+        mask = np.asarray(dataset.mask_safe.data, dtype=bool).reshape(data.shape)
+    else:
+        mask = np.ones(data.shape, dtype=bool)
     mask_2d = mask.any(axis=0)
     if not mask_2d.any():
         raise ValueError(

@@ -137,19 +137,6 @@ def test_refit_to_counts_is_not_biased_by_the_excesses_a_wrong_shape_makes():
     assert away_from_excesses(counts, out, mask).mean() > 0.995  # the noise's own 5 sigma remain
 
 
-def test_excess_search_widens_exactly_as_a_binary_dilation():
-    """The shifted-copy dilation of the excess search is scipy's 4-connected one, also at the edges."""
-    from scipy.ndimage import binary_dilation
-
-    from gammapy_cnn.background import _dilated
-
-    rng = np.random.default_rng(8)
-    for iterations in (1, 2, 3):
-        image = rng.random((37, 50)) > 0.97
-        image[0, 0] = image[-1, 20] = True
-        np.testing.assert_array_equal(_dilated(image, iterations), binary_dilation(image, iterations=iterations))
-
-
 def test_original_network_and_its_former_name_seed():
     from gammapy_cnn.networks import load_network
 
