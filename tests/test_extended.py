@@ -13,7 +13,7 @@ from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.candidates import CandidateCatalog
 from gammapy_cnn.finders import SIGNIFICANCE_RULE
 from gammapy_cnn.makers import WobbleStackWarning
-from gammapy_cnn.profiles import fit_extension, fit_source
+from gammapy_cnn.profiles import fit_extension, fit_points, fit_source
 from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
 from gammapy_cnn.simulation import MapParameters, SourceParameters
 
@@ -183,3 +183,30 @@ def test_joint_significance_rule_keeps_what_the_heatmap_scores_low(template):
     plain = CNNSourceFinder(significance_search=False, **strict)
     assert plain.significance_rule is None
     assert np.all(plain(runs)["score"] >= 1.0)
+
+
+def test_two_bright_sources_half_a_degree_apart_stay_two(template):
+    # one wide profile between them fits better than one point source (ts_ext >> 9 on its
+    # own); weighed against point sources at both candidates, each is a point source
+    rng = np.random.default_rng(84)
+    sources = [SourceParameters(-0.25, 0.1, 3.0, 2.5), SourceParameters(0.25, -0.1, 3.0, 2.5)]
+    params = MapParameters(0, TARGET.ra.deg, TARGET.dec.deg, 100.0, 1.0, 0.0, 0.0, 0.0, sources)
+    sim = template.simulate(params, rng)
+    dataset = MapDataset(counts=Map.from_geom(template.geom(TARGET), data=sim.counts.astype(float)))
+    table = CNNSourceFinder().run(dataset)
+    binsz = template.binsz.to_value("deg")
+    for source in sim.sources:
+        distance = np.hypot(table["x"] - source["x"], table["y"] - source["y"]) * binsz
+        nearest = np.argmin(distance)
+        assert distance[nearest] < 0.05
+        assert table["ts_ext"][nearest] < 9
+
+    background = template.background(100.0).sum(axis=0)
+    (x1, y1), (x2, y2) = ((s["x"], s["y"]) for s in sim.sources)
+    counts = sim.counts.sum(axis=0)
+    psf = fit_source(counts, background, x1, y1, 8)["sigma"]
+    wide = fit_extension(counts, background, x1, y1, psf, 8, binsz)
+    assert wide["ts_ext"] > 25  # the failure the weighing prevents
+    alone = fit_points(counts, background, [x1], [y1], psf, wide["x"], wide["y"], wide["radius"])
+    pair = fit_points(counts, background, [x1, x2], [y1, y2], psf, wide["x"], wide["y"], wide["radius"])
+    assert pair - alone > wide["ts_ext"]
