@@ -60,9 +60,9 @@ COLUMNS = {
     "extension": ("deg", "size: sigma of the Gaussian that, convolved with the PSF, fits the "
                   "candidate best (~0.6 r for a disk, ~0.8 r for a thin shell); ~0 for a point source"),
     "extension_err": ("deg", "1-sigma error of extension"),
-    "ts_ext": ("", "TS of the extension: 2 dlogL of the fitted size over a point source, less the "
-               "gain of point sources at the neighbouring candidates within its fit "
-               f"(>= {EXTENDED_TS:g}: extended, ~3 sigma)"),
+    "ts_ext": ("", "TS of the extension: 2 dlogL of the fitted size over a point source "
+               f"(>= {EXTENDED_TS:g}: extended, ~3 sigma; then also with the neighbouring "
+               "candidates fitted as point sources)"),
 }
 
 

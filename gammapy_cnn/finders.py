@@ -38,7 +38,7 @@ from .preprocessing import (
     original_stretch,
     pad,
 )
-from .profiles import KING_GAMMA, fit_extension, fit_points, fit_source, king_sigma_from_r68  # noqa: F401
+from .profiles import KING_GAMMA, fit_extension, fit_points, fit_source, king_profile, king_sigma_from_r68  # noqa: F401
 from .runs import as_dataset_list, common_geom, dataset_pointing, reproject_counts, reproject_mask, run_geom
 from .utils import NATIVE_BINSZ, NATIVE_NPIX, to_quantity
 
@@ -82,26 +82,24 @@ def _stacklevel_outside_package():
     return level
 
 
-def _neighbours_gain(counts, background, points, i, psf_sigma, ext):
-    """How much better point sources at candidate ``i``'s neighbours explain its extension fit's cutout.
+def _neighbours_image(counts, background, points, i, psf_sigma, ext):
+    """The other candidates inside candidate ``i``'s extension fit, as point sources: their image, or None.
 
-    Twice the log-likelihood gain of point sources at ``points[i]`` and at the
-    other candidates inside the cutout (beyond `MERGE_RADIUS`) over one at
-    ``points[i]`` alone: two sources a few PSF widths apart are fitted better
-    by one wide profile than by one point, so an extension counts only where
-    it explains the counts better than the neighbours as point sources do
-    (Fermi-LAT catalogues weigh ``TS_2pts`` against ``TS_ext`` so).
+    Their counts are fitted together with a point source at ``points[i]``
+    (`~gammapy_cnn.profiles.fit_points`) on that fit's cutout. Candidates
+    within `MERGE_RADIUS` of ``i`` are the same source and left out.
     """
     merge = MERGE_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
     x, y = points[i]
     neighbours = [(px, py) for k, (px, py) in enumerate(points) if k != i
                   and np.hypot(px - x, py - y) > merge and np.hypot(px - ext["x"], py - ext["y"]) < ext["radius"]]
     if not neighbours:
-        return 0.0
+        return None
     xs, ys = zip(*([(x, y)] + neighbours))
-    alone = fit_points(counts, background, [x], [y], psf_sigma, ext["x"], ext["y"], ext["radius"])
-    together = fit_points(counts, background, xs, ys, psf_sigma, ext["x"], ext["y"], ext["radius"])
-    return max(together - alone, 0.0)
+    amplitudes, _ = fit_points(counts, background, xs, ys, psf_sigma, ext["x"], ext["y"], ext["radius"])
+    yy, xx = np.indices(counts.shape)
+    sigma = max(float(psf_sigma), 0.6)
+    return sum(a * king_profile(xx, yy, px, py, sigma) for a, (px, py) in zip(amplitudes[1:], neighbours))
 
 
 def _per_energy(data, dataset, grid):
@@ -556,10 +554,12 @@ class CNNSourceFinder(Estimator):
         """Candidates refined by the local fits, kept by the detection rules, merged, best first.
 
         Each peak gets the point-source fit (position, counts, TS), then the
-        extension fit (`~gammapy_cnn.profiles.fit_extension`), whose gain over
-        a point source is reduced by what point sources at the other peaks in
-        its cutout explain (`_neighbours_gain`): two bright sources 0.5 deg
-        apart stay two, not one wide source between them. An extended one
+        extension fit (`~gammapy_cnn.profiles.fit_extension`); a size found
+        there is fitted again with the other peaks in its cutout as point
+        sources in the background (`_neighbours_image`), and kept only when
+        it stays significant: two bright sources 0.5 deg apart stay two, not
+        one wide source between them, while the peaks along a shell, which
+        do not explain it, leave its size as it was. An extended one
         (``ts_ext >= EXTENDED_TS``) takes the extension fit's centroid, counts
         and TS. ``min_significance``: the significance rule's sqrt(TS) (joint runs), or None.
         """
@@ -595,10 +595,14 @@ class CNNSourceFinder(Estimator):
         points = [(row["x"], row["y"]) for row in rows]
         for i, row in enumerate(rows):
             ext = fit_extension(counts_image, background_image, row["x"], row["y"], psf_sigma, radius, binsz)
-            ts_ext = ext["ts_ext"]
-            if ts_ext >= EXTENDED_TS:
-                ts_ext -= _neighbours_gain(counts_image, background_image, points, i, psf_sigma, ext)
-            row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=max(ts_ext, 0.0))
+            if ext["ts_ext"] >= EXTENDED_TS:
+                neighbours = _neighbours_image(counts_image, background_image, points, i, psf_sigma, ext)
+                if neighbours is not None:
+                    given = fit_extension(counts_image, background_image + neighbours, row["x"], row["y"],
+                                          psf_sigma, radius, binsz)
+                    if given["ts_ext"] < EXTENDED_TS:  # its neighbours, as point sources, explain its size
+                        ext = given
+            row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])
             # the centroid of a large source may fall where the map is masked: then the peak stays
             if row["ts_ext"] >= EXTENDED_TS and on_valid_pixel(mask, ext["x"], ext["y"]):
                 row.update(x=ext["x"], y=ext["y"], significance=np.sqrt(ext["ts"]), excess=ext["amplitude"],

@@ -25,9 +25,9 @@ to `MAX_FIT_RADIUS_DEG`), and again with the width fixed at the PSF's:
   ``ts_ext >= 9`` is the usual "extended at 3 sigma").
 
 Two point sources a few PSF widths apart are fitted better by one wide
-profile than by one point source, so the finder also weighs the alternative
-of point sources at its neighbouring candidates (`fit_points`), as Fermi-LAT
-catalogues weigh ``TS_2pts`` against ``TS_ext``.
+profile than by one point source, so the finder fits the size again with its
+neighbouring candidates as point sources in the background (`fit_points`):
+a candidate is extended only when it is so both ways.
 """
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "fit_extension",
     "fit_points",
     "fit_source",
+    "king_profile",
     "king_sigma_from_r68",
 ]
 
@@ -218,12 +219,19 @@ def king_sigma_from_r68(r68):
     return r68 / _KING_R68
 
 
-def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
-    """TS of point sources at fixed positions, with free non-negative counts, over a fixed background.
+def king_profile(xx, yy, x, y, sigma):
+    """The King profile (`KING_GAMMA`) of width ``sigma`` at (``x``, ``y``), normalised to 1 over the plane."""
+    s2 = sigma**2
+    u = ((xx - x) ** 2 + (yy - y) ** 2) / (2 * KING_GAMMA * s2)
+    return (1 - 1 / KING_GAMMA) / (2 * np.pi * s2) * (1 + u) ** -KING_GAMMA
 
-    Each source is a King profile (`KING_GAMMA`) of the point-spread
-    function's width; only their counts are fitted (Poisson likelihood,
-    Fisher scoring), on the cutout of ``radius`` pixels around (``x0``, ``y0``).
+
+def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
+    """Counts of point sources at fixed positions over a fixed background (Poisson fit, non-negative).
+
+    Each source is a King profile (`king_profile`) of the point-spread
+    function's width; only their counts are fitted, on the cutout of
+    ``radius`` pixels around (``x0``, ``y0``).
 
     Parameters
     ----------
@@ -238,16 +246,16 @@ def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
 
     Returns
     -------
+    amplitudes : `~numpy.ndarray`
+        Fitted counts of each source.
     ts : float
         Twice the log-likelihood gain over the background alone.
     """
     ys_, xs_, xx, yy = _cutout(counts, x0, y0, radius)
     c = np.asarray(counts, float)[ys_, xs_].ravel()
     b = np.maximum(np.asarray(background, float)[ys_, xs_].ravel(), 1e-6)
-    s2 = max(float(psf_sigma), 0.6) ** 2
-    profiles = np.array([(1 - 1 / KING_GAMMA) / (2 * np.pi * s2)
-                         * (1 + ((xx - x) ** 2 + (yy - y) ** 2) / (2 * KING_GAMMA * s2)) ** -KING_GAMMA
-                         for x, y in zip(xs, ys)])
+    sigma = max(float(psf_sigma), 0.6)
+    profiles = np.array([king_profile(xx, yy, x, y, sigma) for x, y in zip(xs, ys)])
 
     def gain(amplitudes):
         mu = b + amplitudes @ profiles
@@ -270,7 +278,7 @@ def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
         amplitudes, value, mu = trial, value_t, mu_t
         if converged:
             break
-    return float(max(2 * value, 0.0))
+    return amplitudes, float(max(2 * value, 0.0))
 
 
 def _cutout(image, x0, y0, radius):
