@@ -96,10 +96,9 @@ def _neighbours_image(counts, background, points, i, psf_sigma, ext):
     if not neighbours:
         return None
     xs, ys = zip(*([(x, y)] + neighbours))
-    amplitudes, _ = fit_points(counts, background, xs, ys, psf_sigma, ext["x"], ext["y"], ext["radius"])
+    amplitudes = fit_points(counts, background, xs, ys, psf_sigma, ext["x"], ext["y"], ext["radius"])
     yy, xx = np.indices(counts.shape)
-    sigma = max(float(psf_sigma), 0.6)
-    return sum(a * king_profile(xx, yy, px, py, sigma) for a, (px, py) in zip(amplitudes[1:], neighbours))
+    return sum(a * king_profile(xx, yy, px, py, psf_sigma) for a, (px, py) in zip(amplitudes[1:], neighbours))
 
 
 def _per_energy(data, dataset, grid):

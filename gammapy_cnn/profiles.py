@@ -51,6 +51,8 @@ MIN_GROUP_EXCESS = 6.0
 #: Tail index of the King profile fitted to sources (gammapy's PSFKing shape):
 #: IACT point-spread functions have broader wings than a Gaussian.
 KING_GAMMA = 3.0
+#: Narrowest profile width (pixels) fitted: narrower ones the pixel grid does not resolve.
+MIN_WIDTH = 0.6
 
 
 def fit_source(counts, background, x0, y0, radius, min_ts=0.0):
@@ -141,11 +143,11 @@ def _fit_profile(c, b, xx, yy, start, radius, width_range=None):
 
     ``c``, ``b``: (n_bands, n_pixels); ``start``: x, y, log widths, log amplitudes;
     ``width_range``: (low, high) of the log widths (pixels; equal bounds fix them).
-    Default: 0.6 pixels to half the radius.
+    Default: `MIN_WIDTH` to half the radius.
     """
     n = len(c)
     x0, y0 = start[:2]
-    log_low, log_high = (np.log(0.6), np.log(radius / 2)) if width_range is None else width_range
+    log_low, log_high = (np.log(MIN_WIDTH), np.log(radius / 2)) if width_range is None else width_range
     low = np.concatenate([[x0 - radius / 2, y0 - radius / 2], np.full(n, log_low),
                           np.full(n, np.log(0.1))])
     high = np.concatenate([[x0 + radius / 2, y0 + radius / 2], np.full(n, log_high),
@@ -220,8 +222,11 @@ def king_sigma_from_r68(r68):
 
 
 def king_profile(xx, yy, x, y, sigma):
-    """The King profile (`KING_GAMMA`) of width ``sigma`` at (``x``, ``y``), normalised to 1 over the plane."""
-    s2 = sigma**2
+    """The King profile (`KING_GAMMA`) of width ``sigma`` at (``x``, ``y``), normalised to 1 over the plane.
+
+    Widths below `MIN_WIDTH` pixels, which the pixel grid does not resolve, are taken as `MIN_WIDTH`.
+    """
+    s2 = max(float(sigma), MIN_WIDTH) ** 2
     u = ((xx - x) ** 2 + (yy - y) ** 2) / (2 * KING_GAMMA * s2)
     return (1 - 1 / KING_GAMMA) / (2 * np.pi * s2) * (1 + u) ** -KING_GAMMA
 
@@ -248,14 +253,11 @@ def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
     -------
     amplitudes : `~numpy.ndarray`
         Fitted counts of each source.
-    ts : float
-        Twice the log-likelihood gain over the background alone.
     """
     ys_, xs_, xx, yy = _cutout(counts, x0, y0, radius)
     c = np.asarray(counts, float)[ys_, xs_].ravel()
     b = np.maximum(np.asarray(background, float)[ys_, xs_].ravel(), 1e-6)
-    sigma = max(float(psf_sigma), 0.6)
-    profiles = np.array([king_profile(xx, yy, x, y, sigma) for x, y in zip(xs, ys)])
+    profiles = np.array([king_profile(xx, yy, x, y, psf_sigma) for x, y in zip(xs, ys)])
 
     def gain(amplitudes):
         mu = b + amplitudes @ profiles
@@ -278,7 +280,7 @@ def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
         amplitudes, value, mu = trial, value_t, mu_t
         if converged:
             break
-    return amplitudes, float(max(2 * value, 0.0))
+    return amplitudes
 
 
 def _cutout(image, x0, y0, radius):
@@ -330,7 +332,7 @@ def fit_extension(counts, background, x0, y0, psf_sigma, radius, binsz, max_radi
         (source counts), ``radius`` (pixels, the final cutout).
     """
     counts, background = np.asarray(counts, float), np.asarray(background, float)
-    psf_sigma = max(float(psf_sigma), 0.6)
+    psf_sigma = max(float(psf_sigma), MIN_WIDTH)
     if max_radius is None:
         max_radius = MAX_FIT_RADIUS_DEG / binsz
     radius = max(float(radius), 4 * psf_sigma)
