@@ -558,7 +558,9 @@ class CNNSourceFinder(Estimator):
         sources in the background (`_neighbours_image`), and kept only when
         it stays significant: two bright sources 0.5 deg apart stay two, not
         one wide source between them, while the peaks along a shell, which
-        do not explain it, leave its size as it was. An extended one
+        do not explain it, leave its size as it was (and a peak of the shell
+        whose size they explain is still merged into it:
+        `~gammapy_cnn.peaks.merge_radius`). An extended one
         (``ts_ext >= EXTENDED_TS``) takes the extension fit's centroid, counts
         and TS. ``min_significance``: the significance rule's sqrt(TS) (joint runs), or None.
         """
@@ -601,6 +603,7 @@ class CNNSourceFinder(Estimator):
                                           psf_sigma, radius, binsz)
                     if given["ts_ext"] < EXTENDED_TS:  # its neighbours, as point sources, explain its size
                         ext = given
+                        row["neighbours_explain_size"] = True
             row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])
             # the centroid of a large source may fall where the map is masked: then the peak stays
             if row["ts_ext"] >= EXTENDED_TS and on_valid_pixel(mask, ext["x"], ext["y"]):

@@ -61,9 +61,15 @@ def with_significance_peaks(peaks, counts, background, mask, significance, merge
 
 
 def merge_radius(row, better, radius):
-    """Pixels within which ``row`` is the same source as the ``better`` candidate."""
-    extended = [r.get("ts_ext", 0) >= EXTENDED_TS for r in (row, better)]
-    if all(extended):
+    """Pixels within which ``row`` is the same source as the ``better`` candidate.
+
+    Within an extended candidate's size, the other extended candidates are its
+    fragments, and so are those whose size only their neighbours explained
+    (``neighbours_explain_size``): a peak on a shell, with the other peaks of
+    the shell fitted as point sources.
+    """
+    if better.get("ts_ext", 0) >= EXTENDED_TS and (row.get("ts_ext", 0) >= EXTENDED_TS
+                                                    or row.get("neighbours_explain_size", False)):
         return max(radius, better["extension"] / NATIVE_BINSZ.to_value("deg"))
     return radius
 
