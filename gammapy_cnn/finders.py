@@ -29,7 +29,7 @@ from .candidates import (  # noqa: F401  (their home is gammapy_cnn.candidates)
 )
 from .makers import CNNBackgroundMaker, warn_if_wobble_stack
 from .networks import ORIGINAL, load_network
-from .peaks import candidate_discs, heatmap_peaks, merge_radius, on_valid_pixel, with_significance_peaks
+from .peaks import candidate_discs, heatmap_peaks, on_valid_pixel, same_source, with_significance_peaks
 from .preprocessing import (
     NativeGrid,
     counts_image,
@@ -560,7 +560,7 @@ class CNNSourceFinder(Estimator):
         one wide source between them, while the peaks along a shell, which
         do not explain it, leave its size as it was (and a peak of the shell
         whose size they explain is still merged into it:
-        `~gammapy_cnn.peaks.merge_radius`). An extended one
+        `~gammapy_cnn.peaks.same_source`). An extended one
         (``ts_ext >= EXTENDED_TS``) takes the extension fit's centroid, counts
         and TS. ``min_significance``: the significance rule's sqrt(TS) (joint runs), or None.
         """
@@ -602,8 +602,8 @@ class CNNSourceFinder(Estimator):
                     given = fit_extension(counts_image, background_image + neighbours, row["x"], row["y"],
                                           psf_sigma, radius, binsz)
                     if given["ts_ext"] < EXTENDED_TS:  # its neighbours, as point sources, explain its size
+                        row["wide_centroid"] = (ext["x"], ext["y"])
                         ext = given
-                        row["neighbours_explain_size"] = True
             row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])
             # the centroid of a large source may fall where the map is masked: then the peak stays
             if row["ts_ext"] >= EXTENDED_TS and on_valid_pixel(mask, ext["x"], ext["y"]):
@@ -632,7 +632,7 @@ class CNNSourceFinder(Estimator):
             row.update(x=float(np.clip(row["x"], 0, shape[1] - 1)), y=float(np.clip(row["y"], 0, shape[0] - 1)))
             # best first: drop candidates that converged onto a better one, or fragments of
             # an extended one (themselves extended, within its size)
-            if all(np.hypot(row["x"] - k["x"], row["y"] - k["y"]) > merge_radius(row, k, merge) for k in kept):
+            if not any(same_source(row, k, merge) for k in kept):
                 kept.append(row)
         return kept[: self.max_candidates]
 

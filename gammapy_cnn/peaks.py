@@ -8,7 +8,7 @@ from .candidates import EXTENDED_TS
 from .preprocessing import FINDER_STRIDE
 from .utils import NATIVE_BINSZ
 
-__all__ = ["candidate_discs", "heatmap_peaks", "merge_radius", "on_valid_pixel", "with_significance_peaks"]
+__all__ = ["candidate_discs", "heatmap_peaks", "on_valid_pixel", "same_source", "with_significance_peaks"]
 
 #: Smoothing widths (native pixels: 0.1 and 0.3 deg) of the significance maps searched for
 #: candidates the heatmap does not give (`with_significance_peaks`).
@@ -60,18 +60,25 @@ def with_significance_peaks(peaks, counts, background, mask, significance, merge
     return xs, ys, scores
 
 
-def merge_radius(row, better, radius):
-    """Pixels within which ``row`` is the same source as the ``better`` candidate.
+def same_source(row, better, radius):
+    """Whether candidate ``row`` is the same source as the ``better`` one (pixels; ``radius``: the merge radius).
 
-    Within an extended candidate's size, the other extended candidates are its
-    fragments, and so are those whose size only their neighbours explained
-    (``neighbours_explain_size``): a peak on a shell, with the other peaks of
-    the shell fitted as point sources.
+    Candidates within ``radius`` are one source. So are, within an extended
+    candidate's size, its fragments: the extended candidates there, and
+    those whose size only their neighbours explained but whose own wide fit
+    (``wide_centroid``) landed there, as a peak on a shell does when the other
+    peaks of the shell are fitted as point sources.
     """
-    if better.get("ts_ext", 0) >= EXTENDED_TS and (row.get("ts_ext", 0) >= EXTENDED_TS
-                                                    or row.get("neighbours_explain_size", False)):
-        return max(radius, better["extension"] / NATIVE_BINSZ.to_value("deg"))
-    return radius
+    distance = np.hypot(row["x"] - better["x"], row["y"] - better["y"])
+    if better.get("ts_ext", 0) < EXTENDED_TS:
+        return distance <= radius
+    size = max(radius, better["extension"] / NATIVE_BINSZ.to_value("deg"))
+    if row.get("ts_ext", 0) >= EXTENDED_TS:
+        return distance <= size
+    if "wide_centroid" in row:
+        x, y = row["wide_centroid"]
+        return np.hypot(x - better["x"], y - better["y"]) <= size
+    return distance <= radius
 
 
 def candidate_discs(shape, xs, ys, radius):
