@@ -631,7 +631,7 @@ class CNNSourceFinder(Estimator):
             # coordinates, after resampling) always lie inside the input map.
             row.update(x=float(np.clip(row["x"], 0, shape[1] - 1)), y=float(np.clip(row["y"], 0, shape[0] - 1)))
             # best first: drop candidates that converged onto a better one, or fragments of
-            # an extended one (themselves extended, within its size)
+            # an extended one
             if not any(same_source(row, k, merge) for k in kept):
                 kept.append(row)
         return kept[: self.max_candidates]

@@ -70,15 +70,17 @@ def same_source(row, better, radius):
     peaks of the shell are fitted as point sources.
     """
     distance = np.hypot(row["x"] - better["x"], row["y"] - better["y"])
+    if distance <= radius:
+        return True
     if better.get("ts_ext", 0) < EXTENDED_TS:
-        return distance <= radius
-    size = max(radius, better["extension"] / NATIVE_BINSZ.to_value("deg"))
+        return False
+    size = better["extension"] / NATIVE_BINSZ.to_value("deg")
     if row.get("ts_ext", 0) >= EXTENDED_TS:
         return distance <= size
     if "wide_centroid" in row:
         x, y = row["wide_centroid"]
-        return np.hypot(x - better["x"], y - better["y"]) <= size
-    return distance <= radius
+        return np.hypot(x - better["x"], y - better["y"]) <= max(radius, size)
+    return False
 
 
 def candidate_discs(shape, xs, ys, radius):

@@ -13,6 +13,7 @@ from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.candidates import CandidateCatalog
 from gammapy_cnn.finders import SIGNIFICANCE_RULE
 from gammapy_cnn.makers import WobbleStackWarning
+from gammapy_cnn.peaks import same_source
 from gammapy_cnn.profiles import fit_extension, fit_points, fit_source, king_profile
 from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
 from gammapy_cnn.simulation import MapParameters, SourceParameters
@@ -212,3 +213,15 @@ def test_two_bright_sources_half_a_degree_apart_stay_two(template):
     yy, xx = np.indices(counts.shape)
     other = amplitudes[1] * king_profile(xx, yy, x2, y2, psf)
     assert fit_extension(counts, background + other, x1, y1, psf, 8, binsz)["ts_ext"] < 9
+
+
+def test_same_source_merges_fragments_of_an_extended_candidate_only():
+    shell = dict(x=100.0, y=100.0, ts_ext=400.0, extension=0.75)  # 30 pixels
+    near = dict(x=103.0, y=100.0, ts_ext=0.0)
+    assert same_source(near, shell, 4)
+    assert same_source(dict(x=125.0, y=100.0, ts_ext=50.0, extension=0.2), shell, 4)  # an extended fragment
+    on_shell = dict(x=140.0, y=100.0, ts_ext=2.0, wide_centroid=(101.0, 99.0))  # its wide fit landed on it
+    assert same_source(on_shell, shell, 4)
+    assert not same_source(dict(on_shell, wide_centroid=(150.0, 100.0)), shell, 4)
+    assert not same_source(dict(x=125.0, y=100.0, ts_ext=0.0), shell, 4)  # a point source within its size
+    assert not same_source(dict(x=125.0, y=100.0, ts_ext=50.0), dict(near, x=100.0), 4)  # beside a point
