@@ -63,11 +63,14 @@ def with_significance_peaks(peaks, counts, background, mask, significance, merge
 def same_source(row, better, radius):
     """Whether candidate ``row`` is the same source as the ``better`` one (pixels; ``radius``: the merge radius).
 
-    Candidates within ``radius`` are one source. So are, within an extended
-    candidate's size, its fragments: the extended candidates there, and
-    those whose size only their neighbours explained but whose own wide fit
-    (``wide_centroid``) landed there, as a peak on a shell does when the other
-    peaks of the shell are fitted as point sources.
+    Candidates within ``radius`` are one source. So are an extended
+    candidate's fragments: the extended candidates within its size, and,
+    within twice its size (where a Gaussian holds 86% of its counts), those
+    whose size only their neighbours explained but whose own wide fit
+    (``wide_centroid``) landed on it, as a peak on a shell does when the
+    other peaks of the shell are fitted as point sources. A faint source
+    beside a bright one, whose wide fit also lands on the bright one, lies
+    farther out and stays.
     """
     distance = np.hypot(row["x"] - better["x"], row["y"] - better["y"])
     if distance <= radius:
@@ -77,7 +80,7 @@ def same_source(row, better, radius):
     size = better["extension"] / NATIVE_BINSZ.to_value("deg")
     if row.get("ts_ext", 0) >= EXTENDED_TS:
         return distance <= size
-    if "wide_centroid" in row:
+    if "wide_centroid" in row and distance <= 2 * size + radius:
         x, y = row["wide_centroid"]
         return np.hypot(x - better["x"], y - better["y"]) <= max(radius, size)
     return False

@@ -223,5 +223,7 @@ def test_same_source_merges_fragments_of_an_extended_candidate_only():
     on_shell = dict(x=140.0, y=100.0, ts_ext=2.0, wide_centroid=(101.0, 99.0))  # its wide fit landed on it
     assert same_source(on_shell, shell, 4)
     assert not same_source(dict(on_shell, wide_centroid=(150.0, 100.0)), shell, 4)
+    beside_a_bright_one = dict(x=131.0, y=100.0, ts_ext=3.0, wide_centroid=(100.0, 100.0))
+    assert not same_source(beside_a_bright_one, dict(shell, extension=0.06), 4)
     assert not same_source(dict(x=125.0, y=100.0, ts_ext=0.0), shell, 4)  # a point source within its size
     assert not same_source(dict(x=125.0, y=100.0, ts_ext=50.0), dict(near, x=100.0), 4)  # beside a point
