@@ -8,10 +8,10 @@ A counts-only background has to let the acceptance differ from the training
 responses (another instrument, zenith, night-sky background): the
 `CNNBackgroundMaker` refits a smooth radial factor and a gradient where the
 counts demand it. This page asks what that freedom costs on its own, with no
-network in the way. One 1 Crab Gaussian (index 2.5) per map, 0.8 deg from the
-pointing in a random direction, 1800 s, background norm +-10% and tilt
-+-0.05, as in ``extended_sources.md``; the kept excess is sum(N - B) / sum(true
-signal) in the aperture of that page (2 sigma + 0.3 deg). Three oracle
+network in the way. The maps and apertures are those of ``extended_sources.md``
+(`extended_sources.source_map`: one 1 Crab Gaussian per map, 0.8 deg from the
+pointing), at 1800 s; the kept excess is sum(N - B) / sum(true signal) in the
+aperture of that page (2 sigma + 0.3 deg). Three oracle
 estimators are given the *true* acceptance shape (the IRF template; only its
 level is unknown):
 
@@ -33,14 +33,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from extended_sources import aperture_radius, source_map
 
 from gammapy_cnn.background import refit_shape
 from gammapy_cnn.example_data import gammapy_data_dir
-from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
+from gammapy_cnn.simulation import SimulationTemplate
 from gammapy_cnn.utils import cpu_model, write_text_atomic
 
 LIVETIME = 1800.0  # s
-OFFSET = 0.8  # deg
 SIGMAS = (0.3, 0.5, 0.7, 1.0)  # deg
 METHODS = ("template, norm outside the aperture", "template x radial factor and gradient, outside the aperture",
            "template x radial factor and gradient, no exclusion")
@@ -53,14 +53,10 @@ def kept_fractions(template, sigma, n, rng):
     acceptance = template.background(LIVETIME).sum(axis=0)
     kept, signal = np.zeros(len(METHODS)), 0.0
     for _ in range(n):
-        angle = rng.uniform(0, 2 * np.pi)
-        source = SourceParameters(OFFSET * np.cos(angle), OFFSET * np.sin(angle), 1.0, 2.5, sigma, "gaussian")
-        params = MapParameters(0, 10.0, 0.0, LIVETIME, float(rng.uniform(0.9, 1.1)),
-                               float(rng.uniform(-0.05, 0.05)), 0.0, 0.0, [source])
-        sim = template.simulate(params, rng)
+        _, sim = source_map(template, LIVETIME, "gaussian", sigma, 0.0, rng)
         counts = sim.counts.sum(axis=0).astype(float)
         centre = sim.sources[0]
-        aperture = np.hypot(xx - centre["x"], yy - centre["y"]) * binsz < 2 * sigma + 0.3
+        aperture = np.hypot(xx - centre["x"], yy - centre["y"]) * binsz < aperture_radius("gaussian", sigma, 0.0)
         outside = ~aperture
         normed = acceptance * counts[outside].sum() / acceptance[outside].sum()
         shaped, _ = refit_shape(counts, normed, outside, min_delta_ts=-np.inf)

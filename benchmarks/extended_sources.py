@@ -77,6 +77,21 @@ def outer_radius(morphology, extension, width):
     return {"point": 0.0, "gaussian": 2 * extension, "disk": extension, "shell": extension + width}[morphology]
 
 
+def aperture_radius(morphology, extension, width):
+    """Radius (deg) of the aperture the kept excess is measured in: the source's size plus 0.3 deg."""
+    return max(outer_radius(morphology, extension, width) + 0.3, 0.4)
+
+
+def source_map(template, livetime, morphology, extension, width, rng):
+    """One map of this page: a `FLUX` Crab source (index 2.5) `OFFSET` deg from a random pointing in a
+    random direction, background norm +-10% and tilt +-0.05. Returns its parameters and simulation."""
+    angle = rng.uniform(0, 2 * np.pi)
+    source = SourceParameters(OFFSET * np.cos(angle), OFFSET * np.sin(angle), FLUX, 2.5, extension, morphology, width)
+    params = MapParameters(0, float(rng.uniform(0, 360)), float(rng.uniform(-50, 50)), livetime,
+                           float(rng.uniform(0.9, 1.1)), float(rng.uniform(-0.05, 0.05)), 0.0, 0.0, [source])
+    return params, template.simulate(params, rng)
+
+
 def evaluate(irf, n, seed, background_network, finder_network, shapes=SHAPES, livetimes=LIVETIMES):
     template = SimulationTemplate(irf)
     maker = CNNBackgroundMaker(background_network)
@@ -88,17 +103,11 @@ def evaluate(irf, n, seed, background_network, finder_network, shapes=SHAPES, li
     for livetime in livetimes:
         for morphology, extension, width in shapes:
             size = outer_radius(morphology, extension, width)
-            radius = max(size + 0.3, 0.4)
+            radius = aperture_radius(morphology, extension, width)
             excess = {"cnn": [], "true": [], "fov": []}
             signal, found, distance, measured = [], [], [], []
             for _ in range(n):
-                angle = rng.uniform(0, 2 * np.pi)
-                source = SourceParameters(OFFSET * np.cos(angle), OFFSET * np.sin(angle), FLUX, 2.5,
-                                          extension, morphology, width)
-                params = MapParameters(0, float(rng.uniform(0, 360)), float(rng.uniform(-50, 50)),
-                                       livetime, float(rng.uniform(0.9, 1.1)),
-                                       float(rng.uniform(-0.05, 0.05)), 0.0, 0.0, [source])
-                sim = template.simulate(params, rng)
+                params, sim = source_map(template, livetime, morphology, extension, width, rng)
                 pointing = SkyCoord(params.pointing_ra, params.pointing_dec, unit="deg")
                 geom = template.geom(pointing)
                 counts = Map.from_geom(geom, data=sim.counts.astype(float))
