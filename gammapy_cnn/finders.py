@@ -408,11 +408,18 @@ class CNNSourceFinder(Estimator):
         for members in groups.values():
             counts = np.array([images[i][3] for i in members])
             mask = np.array([images[i][4] for i in members])
-            peaks = self._heatmap_peaks(network, counts, mask)
+            refine = self.refine and maker is not None
+            # one map: the cleaner runs beside the finder network, in the same call, for almost
+            # nothing; in a batch only the maps with peaks need it, and the batch fills the cores
+            alone = refine and len(members) == 1 and maker.network_.architecture != ORIGINAL
+            cleaner = maker.network_ if alone else None
+            peaks, cleaner_output = self._heatmap_peaks(network, counts, mask, cleaner)
             with_peaks = [k for k, (xs, _, _) in enumerate(peaks) if len(xs)]
             backgrounds = {}
-            if self.refine and maker is not None and with_peaks:
-                estimated = maker.estimate_background(counts[with_peaks], mask[with_peaks])
+            if refine and with_peaks:
+                estimated = maker.estimate_background(
+                    counts[with_peaks], mask[with_peaks],
+                    None if cleaner_output is None else cleaner_output[with_peaks])
                 backgrounds = dict(zip(with_peaks, estimated))
             for k, i in enumerate(members):
                 grid = images[i][0]
@@ -471,7 +478,7 @@ class CNNSourceFinder(Estimator):
         run_mask = reproject_mask(mask, source, frame)
         if not run_counts.any():
             return []
-        xs, ys, scores = self._heatmap_peaks(network, run_counts[None], run_mask[None])[0]
+        xs, ys, scores = self._heatmap_peaks(network, run_counts[None], run_mask[None])[0][0]
         if not len(xs):
             return []
         lon, lat = frame.pix_to_coord((xs, ys))
@@ -509,14 +516,15 @@ class CNNSourceFinder(Estimator):
         return self._refined(xs, ys, scores, cube, background_cube, mask,
                              self._psf_sigma_pixels(dataset, cube), self.rescue_rule)
 
-    def _heatmap_peaks(self, network, counts, mask):
+    def _heatmap_peaks(self, network, counts, mask, cleaner=None):
         """Heatmap peaks above the lowest score that can be kept, per (n, ny, nx) map: x, y
-        (native pixels), score."""
+        (native pixels), score; and the output of the ``cleaner`` network run in the same call
+        (None without one)."""
         x, _ = normalise(counts, mask)
         x, window = pad(x)
-        out = network.predict(x)
+        out, cleaner_output = network.predict(x, together_with=[cleaner]) if cleaner else (network.predict(x), None)
         return [self._peaks(out["heatmap"][i, ..., 0], out["offset"][i], window, mask[i])
-                for i in range(len(counts))]
+                for i in range(len(counts))], cleaner_output
 
     def _peaks(self, heat, offset, window, mask):
         """The peaks of one map's heatmap at the lowest score that can be kept."""

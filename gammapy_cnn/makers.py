@@ -128,13 +128,17 @@ class CNNBackgroundMaker(Maker):
         """The loaded `~gammapy_cnn.networks.Network` (learned state; ``network`` is its name or file)."""
         return load_network("cleaner", self.network)
 
-    def estimate_background(self, counts, mask):
+    def estimate_background(self, counts, mask, network_output=None):
         """Background of native-grid counts images.
 
         Parameters
         ----------
         counts, mask : `~numpy.ndarray`
             (n, ny, nx) energy-integrated counts and validity masks on 0.025 deg pixels.
+        network_output : `~numpy.ndarray`, optional
+            The network's output on these images (`~gammapy_cnn.preprocessing.normalise`
+            and `~gammapy_cnn.preprocessing.pad` applied), when already computed:
+            `CNNSourceFinder` runs it in one call with its own network.
 
         Returns
         -------
@@ -144,7 +148,7 @@ class CNNBackgroundMaker(Maker):
         counts, mask = _checked_images(counts, mask)
         if self.network_.architecture == ORIGINAL:
             return self._estimate_original(counts, mask)[0]
-        background, level = self._network_background(counts, mask)
+        background, level = self._network_background(counts, mask, network_output)
         # Without a single count the network has nothing to see: the estimate is
         # flat at the prior level (half a count over the valid pixels).
         empty = counts.sum(axis=(1, 2)) == 0
@@ -167,12 +171,14 @@ class CNNBackgroundMaker(Maker):
                     background[i] = second
         return background
 
-    def _network_background(self, counts, mask):
-        """The network's background before any refit, and the counts' level (`normalise`)."""
+    def _network_background(self, counts, mask, output=None):
+        """The network's background before any refit, and the counts' level (`normalise`);
+        ``output``: the network's output on these images, if already computed."""
         x, level = normalise(counts, mask)
         x, window = pad(x)
-        relative = self.network_.predict(x, batch_size=self.batch_size)[..., 0]
-        return relative[(slice(None),) + window] * level[:, None, None] * mask, level
+        if output is None:
+            output = self.network_.predict(x, batch_size=self.batch_size)
+        return output[(slice(None),) + window + (0,)] * level[:, None, None] * mask, level
 
     def estimate_image(self, counts, mask):
         """Background and cleaned excess of native-grid counts images.

@@ -243,6 +243,23 @@ def test_tiled_inference_equals_one_call(tiny_networks, kind):
     assert np.abs(b - a).max() > 1e-4 * np.abs(a).max()
 
 
+def test_networks_run_together_give_their_own_outputs(tiny_networks):
+    """One graph call of the cleaner and the finder network (the finder's single-map path)
+    gives what each gives alone, to the last bit, in one call and in tiles."""
+    counts = np.random.default_rng(2).poisson(0.5, (2, 200, 150)).astype(float)
+    x, _ = pad(normalise(counts, np.ones(counts.shape, bool))[0])
+    cleaner = copy.copy(load_network("cleaner", tiny_networks["cleaner"]))
+    finder = load_network("finder", tiny_networks["finder"])
+    for tile_size, tile_margin in ((cleaner.tile_size, cleaner.tile_margin), (64, 32)):
+        cleaner.tile_size, cleaner.tile_margin = tile_size, tile_margin  # then 4 x 3 tiles
+        together = cleaner.predict(x, together_with=[finder])
+        assert len(together) == 2
+        np.testing.assert_array_equal(together[0], cleaner.predict(x))
+        alone = finder.predict(x)
+        for key in ("heatmap", "offset"):
+            np.testing.assert_array_equal(together[1][key], alone[key])
+
+
 def test_large_map_runs_in_tiles(tools):
     # 0.05 deg pixels: 1600 x 1500 native pixels, above one tile (1408)
     dataset = _dataset(npix=(800, 750), binsz=0.05, axes=(), rate=0.3)
