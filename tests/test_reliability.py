@@ -260,6 +260,31 @@ def test_networks_run_together_give_their_own_outputs(tiny_networks):
             np.testing.assert_array_equal(together[1][key], alone[key])
 
 
+def test_single_maps_run_through_litert_as_through_tensorflow(tiny_networks):
+    """One map goes through LiteRT: TensorFlow's result to float32 rounding, the same at every
+    call and from four threads at once; a batch, and `use_litert` off, go through TensorFlow."""
+    import concurrent.futures
+
+    counts = np.random.default_rng(3).poisson(0.5, (3, 200, 150)).astype(float)
+    x, _ = pad(normalise(counts, np.ones(counts.shape, bool))[0])
+    for kind in ("cleaner", "finder"):
+        network = copy.copy(load_network(kind, tiny_networks[kind]))
+        network._lite = {}  # a copy's own interpreters
+        assert network._lite_runner(x[:1]) is not None and network._lite_runner(x) is None
+        lite = network.predict(x[:1])
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            again = list(pool.map(lambda _: network.predict(x[:1]), range(8)))
+        batch = network.predict(x)
+        network.use_litert = False
+        alone = network.predict(x[:1])
+        for key in (["heatmap", "offset"] if kind == "finder" else [None]):
+            pick = (lambda out: out) if key is None else (lambda out: out[key])
+            np.testing.assert_allclose(pick(lite), pick(alone), rtol=0, atol=1e-5 * np.abs(pick(alone)).max())
+            for out in again:
+                np.testing.assert_array_equal(pick(out), pick(lite))
+            np.testing.assert_array_equal(pick(batch)[:1], pick(alone))  # TensorFlow's, bit for bit
+
+
 def test_large_map_runs_in_tiles(tools):
     # 0.05 deg pixels: 1600 x 1500 native pixels, above one tile (1408)
     dataset = _dataset(npix=(800, 750), binsz=0.05, axes=(), rate=0.3)
