@@ -15,7 +15,16 @@ from scipy.ndimage import gaussian_filter
 from .background import fit_to_counts, split_in_energy
 from .data import counts_dataset, counts_geom
 from .networks import ORIGINAL, load_network
-from .preprocessing import MIN_NATIVE_PIXELS, NativeGrid, native_images, normalise, original_stretch, pad
+from .preprocessing import (
+    MIN_NATIVE_PIXELS,
+    NativeGrid,
+    counts_level,
+    native_images,
+    normalise,
+    original_stretch,
+    pad,
+    padded_window,
+)
 from .runs import (
     RUN_FRAME_TOLERANCE,
     WOBBLE_WARNING_SPREAD,
@@ -174,10 +183,12 @@ class CNNBackgroundMaker(Maker):
     def _network_background(self, counts, mask, output=None):
         """The network's background before any refit, and the counts' level (`normalise`);
         ``output``: the network's output on these images, if already computed."""
-        x, level = normalise(counts, mask)
-        x, window = pad(x)
         if output is None:
+            x, level = normalise(counts, mask)
+            x, window = pad(x)
             output = self.network_.predict(x, batch_size=self.batch_size)
+        else:
+            level, window = counts_level(counts, mask), padded_window(counts.shape[-2:])
         return output[(slice(None),) + window + (0,)] * level[:, None, None] * mask, level
 
     def estimate_image(self, counts, mask):

@@ -26,8 +26,10 @@ __all__ = [
     "NATIVE_BINSZ",
     "PREPROCESSING_VERSION",
     "counts_image",
+    "counts_level",
     "normalise",
     "pad",
+    "padded_window",
     "original_stretch",
     "NativeGrid",
     "native_images",
@@ -84,16 +86,19 @@ def counts_image(dataset):
                          f"got unit {unit!r}")
     if "energy" in geom.axes.names:
         _check_energy(geom.axes["energy"].edges, dataset.name)
-    data = np.asarray(dataset.counts.data, dtype=float)
+    data = np.asarray(dataset.counts.data)
+    # checked in the map's own float type (gammapy's float32): half the work of float64
+    checked = data if data.dtype.kind == "f" else np.asarray(data, dtype=float)
+    if not np.all(np.isfinite(checked)):
+        raise ValueError(f"dataset {dataset.name!r}: counts hold NaN or infinite values")
+    if np.any(checked < 0):
+        raise ValueError(f"dataset {dataset.name!r}: counts hold negative values")
+    if np.any(checked != np.round(checked)):
+        raise ValueError(f"dataset {dataset.name!r}: counts are not whole numbers")
+    data = np.asarray(data, dtype=float)
     if data.ndim == 2:
         data = data[None]
     data = data.reshape((-1,) + data.shape[-2:])
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"dataset {dataset.name!r}: counts hold NaN or infinite values")
-    if np.any(data < 0):
-        raise ValueError(f"dataset {dataset.name!r}: counts hold negative values")
-    if np.any(data != np.round(data)):
-        raise ValueError(f"dataset {dataset.name!r}: counts are not whole numbers")
     if dataset.mask_safe is not None:
         mask = np.asarray(dataset.mask_safe.data, dtype=bool).reshape(data.shape)
     else:
@@ -143,8 +148,7 @@ def normalise(counts, mask):
     """
     counts = np.asarray(counts, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
-    n_valid = np.maximum(mask.sum(axis=(-2, -1)), 1)
-    level = ((counts * mask).sum(axis=(-2, -1)) + 0.5) / n_valid
+    level = counts_level(counts, mask)
     lv = level[..., None, None]
     x = np.empty(counts.shape + (3,), np.float32)
     x[..., 0] = counts * mask / lv
@@ -153,12 +157,27 @@ def normalise(counts, mask):
     return x, level
 
 
+def counts_level(counts, mask):
+    """The ``level`` of `normalise`: mean counts per valid pixel, a half count added."""
+    return ((counts * mask).sum(axis=(-2, -1)) + 0.5) / np.maximum(mask.sum(axis=(-2, -1)), 1)
+
+
 def pad(array, multiple=PAD_MULTIPLE):
-    """Zero-pad the two image axes (-3, -2 of an (..., ny, nx, c) array) up to a multiple."""
+    """Zero-pad the two image axes (-3, -2 of an (..., ny, nx, c) array) up to a multiple.
+
+    Returns the padded array and where the image lies in it (`padded_window`).
+    """
     ny, nx = array.shape[-3:-1]
     py, px = -ny % multiple, -nx % multiple
     widths = [(0, 0)] * (array.ndim - 3) + [(py // 2, py - py // 2), (px // 2, px - px // 2), (0, 0)]
-    return np.pad(array, widths), (slice(py // 2, py // 2 + ny), slice(px // 2, px // 2 + nx))
+    return np.pad(array, widths), padded_window((ny, nx), multiple)
+
+
+def padded_window(shape, multiple=PAD_MULTIPLE):
+    """The (y, x) slices of an image of ``shape`` (ny, nx) in its `pad`-ded array."""
+    ny, nx = shape
+    py, px = -ny % multiple, -nx % multiple
+    return slice(py // 2, py // 2 + ny), slice(px // 2, px // 2 + nx)
 
 
 def original_stretch(counts):

@@ -13,7 +13,9 @@ last bit, from one call to the next and for any number of threads.
 `MAX_PIXELS` pixels. Batches stay with TensorFlow, which is as fast there
 per map (and uses a GPU where there is one), and so do large maps, whose
 interpreter would keep its activation memory for as long as it is cached.
-Without the package (it has no Windows wheels), or for a graph LiteRT cannot
+Each network keeps `~gammapy_cnn.networks.Network.max_lite_runners`
+interpreters, one per input shape (~25-30 MB each for a 224 x 224 or a
+512 x 512 map). Without the package (it has no Windows wheels), or for a graph LiteRT cannot
 convert (the network is then run by TensorFlow, with a warning), nothing else
 changes.
 """
