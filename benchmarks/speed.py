@@ -38,13 +38,27 @@ def median_ms(func, repeat):
 
 def batched_maps_per_s(kind, name, batch, repeat):
     network = load_network(kind, name)
-    counts = np.random.default_rng(0).poisson(0.3, (batch, 200, 200)).astype(float)
-    if network.architecture == ORIGINAL:
-        x = original_stretch(counts)[0][..., None]
-    else:
-        x = pad(normalise(counts, np.ones_like(counts, bool))[0])[0]
+    x = network_input(network, np.random.default_rng(0).poisson(0.3, (batch, 200, 200)).astype(float))
     ms = median_ms(lambda: network.predict(x, batch_size=batch), repeat)
     return batch / (ms / 1e3)
+
+
+def single_map_ms(kind, name, repeat):
+    """One 200 x 200 map through the network alone: (LiteRT, TensorFlow) medians in ms."""
+    network = load_network(kind, name)
+    x = network_input(network, np.random.default_rng(0).poisson(0.3, (1, 200, 200)).astype(float))
+    times = []
+    for use_litert in (True, False):
+        network.use_litert = use_litert
+        times.append(median_ms(lambda: network.predict(x), repeat))
+    network.use_litert = True
+    return times
+
+
+def network_input(network, counts):
+    if network.architecture == ORIGINAL:
+        return original_stretch(counts)[0][..., None]
+    return pad(normalise(counts, np.ones_like(counts, bool))[0])[0]
 
 
 def main():
@@ -61,7 +75,8 @@ def main():
         rows.append((name, median_ms(lambda: maker.run(dataset), args.repeat),
                      median_ms(lambda: finder.run(dataset), args.repeat),
                      batched_maps_per_s("cleaner", name, args.batch, 5),
-                     batched_maps_per_s("finder", name, args.batch, 5)))
+                     batched_maps_per_s("finder", name, args.batch, 5),
+                     *single_map_ms("cleaner", name, args.repeat), *single_map_ms("finder", name, args.repeat)))
     lines = [
         "# Speed of the shipped networks",
         "",
@@ -74,14 +89,18 @@ def main():
         f"Command: `python benchmarks/speed.py --repeat {args.repeat} --batch {args.batch} --output {args.output}`",
         "",
         "| network | maker `run` p50 [ms] | finder `run` p50 [ms] "
-        "| cleaner net, batched [maps/s] | finder net, batched [maps/s] |",
-        "|---|---|---|---|---|",
-        *[f"| {n} | {a:.1f} | {b:.1f} | {c:.0f} | {d:.0f} |" for n, a, b, c, d in rows],
+        "| cleaner net, batched [maps/s] | finder net, batched [maps/s] "
+        "| cleaner net, one map: LiteRT / TensorFlow [ms] | finder net, one map: LiteRT / TensorFlow [ms] |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {n} | {a:.1f} | {b:.1f} | {c:.0f} | {d:.0f} | {e:.2f} / {f:.2f} | {g:.2f} / {h:.2f} |"
+          for n, a, b, c, d, e, f, g, h in rows],
         "",
         "`run` is end to end on a 200 x 200 x 7 counts-only dataset: validation, energy",
         "integration, network, 3D background / local fits, output objects. The default finder's",
         "`run` includes the background network (for the local fits). The original finder is the",
-        "original cleaner + regressor (one candidate, no fit).",
+        "original cleaner + regressor (one candidate, no fit). A single map of at most 512 x 512",
+        "pixels runs through LiteRT (`gammapy_cnn.networks.litert`), a batch through TensorFlow;",
+        "the last two columns time one map through the network alone both ways.",
         "",
     ]
     text = "\n".join(lines)
