@@ -409,8 +409,8 @@ class CNNSourceFinder(Estimator):
             counts = np.array([images[i][3] for i in members])
             mask = np.array([images[i][4] for i in members])
             refine = self.refine and maker is not None
-            # one map: the cleaner runs beside the finder network, in the same call, for almost
-            # nothing; in a batch only the maps with peaks need it, and the batch fills the cores
+            # one map: the cleaner's first look comes in the same `predict` as the heatmap (one
+            # graph call through TensorFlow); in a batch only the maps with peaks need it
             alone = refine and len(members) == 1 and maker.network_.architecture != ORIGINAL
             cleaner = maker.network_ if alone else None
             peaks, cleaner_output = self._heatmap_peaks(network, counts, mask, cleaner)
