@@ -285,6 +285,20 @@ def test_single_maps_run_through_litert_as_through_tensorflow(tiny_networks):
             np.testing.assert_array_equal(pick(batch)[:1], pick(alone))  # TensorFlow's, bit for bit
 
 
+def test_without_litert_single_maps_run_through_tensorflow(tiny_networks, monkeypatch):
+    """Where ai-edge-litert is not installed (Windows), a single map goes through TensorFlow."""
+    counts = np.random.default_rng(4).poisson(0.5, (1, 120, 100)).astype(float)
+    x, _ = pad(normalise(counts, np.ones(counts.shape, bool))[0])
+    network = copy.copy(load_network("finder", tiny_networks["finder"]))
+    network._lite = {}
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    assert network._lite_runner(x) is None
+    out = network.predict(x)
+    network.use_litert = False
+    for key in ("heatmap", "offset"):
+        np.testing.assert_array_equal(out[key], network.predict(x)[key])
+
+
 def test_large_map_runs_in_tiles(tools):
     # 0.05 deg pixels: 1600 x 1500 native pixels, above one tile (1408)
     dataset = _dataset(npix=(800, 750), binsz=0.05, axes=(), rate=0.3)
