@@ -48,10 +48,12 @@ def single_map_ms(kind, name, repeat):
     network = load_network(kind, name)
     x = network_input(network, np.random.default_rng(0).poisson(0.3, (1, 200, 200)).astype(float))
     times = []
-    for use_litert in (True, False):
-        network.use_litert = use_litert
-        times.append(median_ms(lambda: network.predict(x), repeat))
-    network.use_litert = True
+    try:
+        for use_litert in (True, False):
+            network.use_litert = use_litert
+            times.append(median_ms(lambda: network.predict(x), repeat))
+    finally:
+        del network.use_litert  # the shared network follows `Network.use_litert` again
     return times
 
 

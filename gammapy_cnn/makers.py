@@ -180,16 +180,16 @@ class CNNBackgroundMaker(Maker):
                     background[i] = second
         return background
 
-    def _network_background(self, counts, mask, output=None):
+    def _network_background(self, counts, mask, network_output=None):
         """The network's background before any refit, and the counts' level (`normalise`);
-        ``output``: the network's output on these images, if already computed."""
-        if output is None:
+        ``network_output``: as in `estimate_background`."""
+        if network_output is None:
             x, level = normalise(counts, mask)
             x, window = pad(x)
-            output = self.network_.predict(x, batch_size=self.batch_size)
+            network_output = self.network_.predict(x, batch_size=self.batch_size)
         else:
             level, window = counts_level(counts, mask), padded_window(counts.shape[-2:])
-        return output[(slice(None),) + window + (0,)] * level[:, None, None] * mask, level
+        return network_output[(slice(None),) + window + (0,)] * level[:, None, None] * mask, level
 
     def estimate_image(self, counts, mask):
         """Background and cleaned excess of native-grid counts images.
