@@ -139,7 +139,9 @@ def fine_tune(kind, base, data, output, epochs, learning_rate, freeze, resume):
 @click.option("--finder", "finder_name", default="default", show_default=True,
               help="Shipped finder network name or .keras file.")
 @click.option("--background-network", "background_network", default="default", show_default=True,
-              help="Shipped background network name or .keras file.")
+              help="Shipped background network name or .keras file; or 'template' (whole runs only): each "
+                   "run's IRF background, normalised outside the excesses found in the counts "
+                   "(AutoExclusionFoVBackgroundMaker), for sources of ~1 deg.")
 @click.option("--cleaner", "cleaner_name", hidden=True,
               help="Former name of --background-network (deprecated).")
 @click.option("--threshold", type=float, help="Minimum score. Default: the network's calibrated one.")
@@ -184,6 +186,9 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, background
         raise click.BadParameter("--step needs --duration", param_hint="--step")
     if stack and duration_q is not None:
         raise click.BadParameter("--stack is for whole runs; drop --duration", param_hint="--stack")
+    template = background_network == "template"
+    if template and duration_q is not None:
+        raise click.BadParameter("'template' is for whole runs; drop --duration", param_hint="--background-network")
     e_min = "safe" if energy_min == "safe" else quantity(energy_min, u.TeV, "--energy-min")
     e_max = quantity(energy_max, u.TeV, "--energy-max")
     offset = quantity(offset_max, u.deg, "--offset-max")
@@ -193,11 +198,12 @@ def find(events, obs_ids, duration, step, stack, output, finder_name, background
     try:
         RealtimeResult.output_paths(output, overwrite=overwrite)  # fail before the run, not after
         observations = read_observations(events, list(obs_ids) or None)
-        finder = CNNSourceFinder(network=finder_name, background_network=background_network, threshold=threshold,
-                                 max_candidates=max_candidates, rescue=not no_rescue)
+        finder = CNNSourceFinder(network=finder_name, background_network=None if template else background_network,
+                                 threshold=threshold, max_candidates=max_candidates, rescue=not no_rescue)
         windows = []
         for window in find_in_windows(observations, finder, duration_q, step_q, stack=stack,
-                                      energy_min=e_min, energy_max=e_max, offset_max=offset):
+                                      energy_min=e_min, energy_max=e_max, offset_max=offset,
+                                      background_template=template):
             click.echo(window.describe())
             for line in window.candidate_lines():
                 click.echo(line)

@@ -16,7 +16,8 @@ from astropy.table import vstack
 from gammapy.datasets import Datasets, MapDataset
 from gammapy.maps import Map, MapAxis
 
-from ..data import _observation_list, counts_dataset, counts_geom, iter_window_datasets
+from ..data import _observation_list, background_template, counts_dataset, counts_geom, iter_window_datasets
+from ..makers import AutoExclusionFoVBackgroundMaker
 from ..utils import ENERGY_RANGE, NATIVE_BINSZ, to_quantity
 from .results import RealtimeResult, WindowResult
 
@@ -240,6 +241,13 @@ class WindowSearch:
         the networks is not counted in the first window's latency. Default True.
     keep_datasets : bool, optional
         Keep each window's dataset in `WindowResult.dataset` (a `Datasets` of the runs for a stack). Default False.
+    background_template : bool, optional
+        Whole runs only: give each run's dataset its IRF background
+        (`~gammapy_cnn.data.background_template`), normalised to the counts
+        outside the excesses found in them, one mask for the runs of a stack
+        (`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`), for a finder
+        that uses the datasets' own background (``CNNSourceFinder(background_network=None)``).
+        For sources larger than a counts-only estimate keeps. Default False.
 
     Raises
     ------
@@ -268,6 +276,7 @@ class WindowSearch:
         binsz=NATIVE_BINSZ,
         warm_up=True,
         keep_datasets=False,
+        background_template=False,
     ):
         if not callable(finder):
             raise ValueError(f"finder must be a CNNSourceFinder or a callable, got {finder!r}.")
@@ -276,6 +285,8 @@ class WindowSearch:
             step = duration / 2 if step is None else to_quantity(step, u.s, "step", positive=True)
         elif step is not None:
             raise ValueError("step is given without duration: a step only makes sense with windows.")
+        if background_template and duration is not None:
+            raise ValueError("background_template is for whole runs: give no window duration.")
         self.finder = finder
         self.duration = duration
         self.step = step
@@ -285,6 +296,7 @@ class WindowSearch:
         self.width = to_quantity(width, u.deg, "width", positive=True)
         self.binsz = to_quantity(binsz, u.deg, "binsz", positive=True)
         self.keep_datasets = bool(keep_datasets)
+        self.background_template = bool(background_template)
         self._warm = not warm_up
 
     def energy_cut(self, observation):
@@ -422,6 +434,10 @@ class WindowSearch:
             center = mean_pointing([obs for obs, _ in items])
             dataset = Datasets([self._dataset(obs, self._geom(center, cut), cut) for obs, cut in items])
             meta = vstack([p.meta_table for p in dataset])
+        if self.background_template:
+            for run, (obs, _) in zip(dataset if isinstance(dataset, Datasets) else [dataset], items):
+                run.background = background_template(obs, run.counts.geom)
+            dataset = AutoExclusionFoVBackgroundMaker().run(dataset)
         time_bin = (time.perf_counter() - t0) * u.s
         table, time_find = self.find(dataset)
         starts = [o.tstart for o, _ in items]
@@ -486,7 +502,8 @@ def find_in_windows(observations, finder, duration=None, step=None, *, stack=Fal
 
     ``find_in_windows(observations, finder, duration=None, step=None, *,
     stack=False, energy_min=None, energy_max=None, offset_max=2.5 deg,
-    width=5 deg, binsz=0.025 deg, warm_up=True, keep_datasets=False)``
+    width=5 deg, binsz=0.025 deg, warm_up=True, keep_datasets=False,
+    background_template=False)``
 
     The one-call form of `WindowSearch`: ``WindowSearch(finder, duration,
     step, **options).iter_windows(observations, stack)``; the keyword
@@ -503,9 +520,10 @@ def find_in_windows(observations, finder, duration=None, step=None, *, stack=Fal
         Without ``duration``: search all runs together (one window), as a
         `~gammapy.datasets.Datasets` of the runs on a map centred on their
         mean pointing (`WindowSearch.iter_windows`). Default is False.
-    energy_min, energy_max, offset_max, width, binsz, warm_up, keep_datasets
+    energy_min, energy_max, offset_max, width, binsz, warm_up, keep_datasets, background_template
         Cuts, map geometry and options of `WindowSearch` (defaults: 0.03-100 TeV,
-        2.5 deg, a 5 deg map of 0.025 deg pixels, warm-up on, datasets not kept).
+        2.5 deg, a 5 deg map of 0.025 deg pixels, warm-up on, datasets not kept,
+        no background template).
 
     Yields
     ------
