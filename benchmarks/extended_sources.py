@@ -14,7 +14,10 @@ CNN background (counts only) are the *true* background (the reference: its
 ratio differs from 1 by Poisson noise only) and gammapy's
 ``FoVBackgroundMaker`` (norm fitted) with the IRF background template and an
 exclusion circle of the aperture's radius at the true position: the template
-method with everything a template method can be given.
+method with everything a template method can be given. The next column is
+the same template with no knowledge of the source
+(`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`: the exclusion mask found
+in the counts), what ``gammapy-cnn find --background-network template`` uses.
 
 The last columns are the `CNNSourceFinder` candidate nearest the source (within
 its size plus 0.2 deg): found or not, distance from the true centre, and the
@@ -32,7 +35,11 @@ the CNN background estimated run by run (`CNNBackgroundMaker` on the `Datasets`)
 then the joint `CNNSourceFinder` on the runs' `Datasets` (the code path of
 ``gammapy-cnn find --stack``): the fraction of stacks with a candidate within
 1 deg of the centre, the number of such candidates (1: one source, not
-fragments) and the median distance of the nearest one from the centre.
+fragments) and the median distance of the nearest one from the centre. The
+last four columns are the same for the runs' templates normalised outside one
+exclusion mask found in the stack's counts (`AutoExclusionFoVBackgroundMaker`
+on the `Datasets`), searched by the same finder on those backgrounds (the code
+path of ``gammapy-cnn find --stack --background-network template``).
 """
 
 import argparse
@@ -50,6 +57,7 @@ from gammapy.stats import CashCountsStatistic
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.example_data import gammapy_data_dir
+from gammapy_cnn.makers import AutoExclusionFoVBackgroundMaker
 from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
 from gammapy_cnn.simulation.irf import irf_label
 from gammapy_cnn.utils import atomic_path, cpu_model, write_text_atomic
@@ -104,7 +112,7 @@ def evaluate(irf, n, seed, background_network, finder_network, shapes=SHAPES, li
         for morphology, extension, width in shapes:
             size = outer_radius(morphology, extension, width)
             radius = aperture_radius(morphology, extension, width)
-            excess = {"cnn": [], "true": [], "fov": []}
+            excess = {"cnn": [], "true": [], "fov": [], "auto": []}
             signal, found, distance, measured = [], [], [], []
             for _ in range(n):
                 params, sim = source_map(template, livetime, morphology, extension, width, rng)
@@ -124,6 +132,8 @@ def evaluate(irf, n, seed, background_network, finder_network, shapes=SHAPES, li
 
                 with_template = MapDataset(counts=counts.copy(), name="fov",
                                            background=Map.from_geom(geom, data=template.background(livetime)))
+                auto = AutoExclusionFoVBackgroundMaker().run(with_template)
+                excess["auto"].append(n_on - auto.npred_background().data.sum(axis=0)[aperture].sum())
                 exclusion = Map.from_geom(geom.to_image(), data=~aperture)
                 fov = FoVBackgroundMaker(method="scale", exclusion_mask=exclusion).run(with_template)
                 excess["fov"].append(n_on - fov.npred_background().data.sum(axis=0)[aperture].sum())
@@ -151,6 +161,7 @@ def evaluate(irf, n, seed, background_network, finder_network, shapes=SHAPES, li
             rows.append(row)
             print(f"{row['irf']} {livetime:.0f}s {morphology} {extension:.2f}: kept cnn "
                   f"{row['kept_cnn']:.3f} true {row['kept_true']:.3f} fov {row['kept_fov']:.3f} "
+                  f"template+auto {row['kept_auto']:.3f} "
                   f"found {row['found']:.2f} ext {row['extension_measured']:.3f}", flush=True)
     return rows
 
@@ -187,12 +198,13 @@ def evaluate_stacks(irf, n, seed, background_network, finder_network, fluxes=STA
     """Rows of the multi-run stack section: per flux, ``n`` stacks of wobbled runs."""
     template = SimulationTemplate(irf)
     maker = CNNBackgroundMaker(background_network)
-    finder = CNNSourceFinder(finder_network, background_network=background_network)
+    finders = {"cnn": CNNSourceFinder(finder_network, background_network=background_network),
+               "auto": CNNSourceFinder(finder_network, background_network=None)}
     rng = np.random.default_rng(seed)
     rows = []
     for flux in fluxes:
-        sqrt_ts = {"cnn": [], "true": [], "fov": []}
-        found, fragments, distance = [], [], []
+        sqrt_ts = {"cnn": [], "true": [], "fov": [], "auto": []}
+        found, fragments, distance = ({name: [] for name in finders} for _ in range(3))
         for _ in range(n):
             target = SkyCoord(float(rng.uniform(0, 360)), float(rng.uniform(-50, 50)), unit="deg")
             runs, truths, templates, apertures = wobble_stack(template, target, flux, rng)
@@ -204,22 +216,33 @@ def evaluate_stacks(irf, n, seed, background_network, finder_network, fluxes=STA
                 fov = FoVBackgroundMaker(method="scale", exclusion_mask=exclusion).run(
                     MapDataset(counts=run.counts.copy(), background=bkg, name="fov"))
                 background["fov"] += fov.npred_background().data.sum(axis=0)[aperture].sum()
+            with_templates = Datasets([run.copy(name=run.name) for run in runs])
+            for run, with_template, bkg in zip(runs, with_templates, templates):
+                with_template.meta_table, with_template.background = run.meta_table, bkg
+            auto = AutoExclusionFoVBackgroundMaker().run(with_templates)
+            background["auto"] = sum(estimate.npred_background().data.sum(axis=0)[aperture].sum()
+                                     for estimate, aperture in zip(auto, apertures))
             for name, mu in background.items():
                 sqrt_ts[name].append(float(CashCountsStatistic(n_on=n_on, mu_bkg=mu).sqrt_ts))
-            table = finder(runs)
-            separation = target.separation(SkyCoord(table["RA"], table["DEC"])).deg
-            near = separation[separation < 1]
-            found.append(len(near) > 0)
-            fragments.append(len(near))
-            distance.append(float(near.min()) if len(near) else np.nan)
-        row = dict(irf=irf_label(irf), flux=flux, n=n, found=float(np.mean(found)),
-                   candidates=float(np.median(fragments)), distance=float(np.nanmedian(distance))
-                   if any(found) else np.nan)
+            for name, datasets in (("cnn", runs), ("auto", auto)):
+                table = finders[name](datasets)
+                separation = target.separation(SkyCoord(table["RA"], table["DEC"])).deg
+                near = separation[separation < 1]
+                found[name].append(len(near) > 0)
+                fragments[name].append(len(near))
+                distance[name].append(float(near.min()) if len(near) else np.nan)
+        row = dict(irf=irf_label(irf), flux=flux, n=n)
+        for name in finders:
+            suffix = "" if name == "cnn" else f"_{name}"
+            row.update({f"found{suffix}": float(np.mean(found[name])),
+                        f"candidates{suffix}": float(np.median(fragments[name])),
+                        f"distance{suffix}": float(np.nanmedian(distance[name])) if any(found[name]) else np.nan})
         row.update({f"sqrt_ts_{name}": float(np.median(v)) for name, v in sqrt_ts.items()})
         rows.append(row)
         print(f"stack {row['irf']} {flux} Crab: sqrt(TS) cnn {row['sqrt_ts_cnn']:.1f} true "
-              f"{row['sqrt_ts_true']:.1f} fov {row['sqrt_ts_fov']:.1f}; found {row['found']:.2f} "
-              f"({row['candidates']:.0f} candidates) at {row['distance']:.3f} deg", flush=True)
+              f"{row['sqrt_ts_true']:.1f} fov {row['sqrt_ts_fov']:.1f} template+auto {row['sqrt_ts_auto']:.1f}; "
+              f"found {row['found']:.2f} / {row['found_auto']:.2f} at {row['distance']:.3f} / "
+              f"{row['distance_auto']:.3f} deg", flush=True)
     return rows
 
 
@@ -227,12 +250,14 @@ def stack_markdown(table):
     lines = [f"## Multi-run stack: 1 deg shell, {STACK_RUNS} x {STACK_LIVETIME:.0f} s, wobble "
              f"{STACK_WOBBLE} deg ({table['n'][0]} stacks per row)", "",
              "| response | flux [Crab] | sqrt(TS) true background | FoV + exclusion | CNN, run by run "
-             "| found | candidates within 1 deg | distance [deg] |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| found | candidates within 1 deg | distance [deg] | template + auto exclusion | found "
+             "| candidates within 1 deg | distance [deg] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in table:
         lines.append(f"| `{row['irf']}` | {row['flux']:.2f} | {row['sqrt_ts_true']:.1f} | "
                      f"{row['sqrt_ts_fov']:.1f} | {row['sqrt_ts_cnn']:.1f} | {row['found']:.2f} | "
-                     f"{row['candidates']:.0f} | {row['distance']:.3f} |")
+                     f"{row['candidates']:.0f} | {row['distance']:.3f} | {row['sqrt_ts_auto']:.1f} | "
+                     f"{row['found_auto']:.2f} | {row['candidates_auto']:.0f} | {row['distance_auto']:.3f} |")
     return "\n".join(lines + [""])
 
 
@@ -245,15 +270,15 @@ def markdown(table):
                 continue
             lines += [f"## `{irf}`, {livetime:.0f} s ({part['n'][0]} maps per row)", "",
                       "| source | size [deg] | signal counts | CNN | true background | FoV + exclusion "
-                      "| found | distance [deg] | extension [deg] |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "| template + auto exclusion | found | distance [deg] | extension [deg] |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for row in part:
                 name = {"point": "point", "gaussian": f"Gaussian sigma {row['extension']:.2f}",
                         "disk": f"disk r {row['extension']:.2f}",
                         "shell": f"shell r {row['size']:.2f} (width {row['width']:.2f})"}[row["morphology"]]
                 lines.append(
                     f"| {name} | {row['size']:.2f} | {row['signal']:.0f} | {row['kept_cnn']:.3f} | "
-                    f"{row['kept_true']:.3f} | {row['kept_fov']:.3f} | {row['found']:.2f} | "
+                    f"{row['kept_true']:.3f} | {row['kept_fov']:.3f} | {row['kept_auto']:.3f} | {row['found']:.2f} | "
                     f"{row['distance']:.3f} | {row['extension_measured']:.3f} |")
             lines.append("")
     return "\n".join(lines)
