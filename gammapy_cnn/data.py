@@ -588,7 +588,8 @@ def background_template(observation, geom):
     fine = np.geomspace(lowest, edges[-1], int(np.ceil(10 * decades)) + 1)
     fine = np.union1d(fine, edges[(edges > lowest) & (edges < edges[-1])])
     fine_geom = geom.to_image().to_cube([MapAxis.from_energy_edges(fine * u.TeV, name="energy")])
-    values = MapDatasetMaker(selection=["background"]).make_background(fine_geom, observation).data
+    with np.errstate(over="ignore", invalid="ignore"):  # far outside the IRF's offsets: dropped below
+        values = MapDatasetMaker(selection=["background"]).make_background(fine_geom, observation).data
     most = (np.nanmax(bkg.data) * bkg.unit * np.diff(fine)[:, None, None] * u.TeV
             * geom.to_image().solid_angle() * observation.observation_time_duration).to_value("")
     values = np.where(np.isfinite(values) & (values <= most), values, 0.0)

@@ -42,8 +42,9 @@ SOURCE = SkyCoord(83.6, 22.5, unit="deg", frame="icrs")
 FLARE = (200.0, 300.0)  # s: the synthetic source shines only then
 
 
-def synthetic_observation(obs_id=1, gti=(0.0, 600.0), seed=0, t_offset=0.0):
-    """Uniform background over 2x2 deg plus a bright point source during FLARE."""
+def synthetic_observation(obs_id=1, gti=(0.0, 600.0), seed=0, t_offset=0.0, pointing=POINTING):
+    """Uniform background over 2x2 deg around POINTING plus a bright point source during FLARE
+    (``pointing``: where the run says it pointed)."""
     rng = np.random.default_rng(seed)
     n_bkg, n_src = 6000, 400
     t = np.concatenate([rng.uniform(*gti, n_bkg), rng.uniform(*FLARE, n_src)]) + t_offset
@@ -59,7 +60,7 @@ def synthetic_observation(obs_id=1, gti=(0.0, 600.0), seed=0, t_offset=0.0):
     return Observation(
         obs_id=obs_id, events=EventList(table),
         gti=GTI.create([gti[0] + t_offset] * u.s, [gti[1] + t_offset] * u.s, reference_time=T_REF),
-        pointing=FixedPointingInfo(fixed_icrs=POINTING),
+        pointing=FixedPointingInfo(fixed_icrs=pointing),
     )
 
 
@@ -173,6 +174,23 @@ def test_synthetic_whole_run_and_stack():
     assert stacked.livetime.to_value("s") == pytest.approx(1200)
     assert stacked.dataset.counts.data.sum() == stacked.n_events
     assert stacked.candidates["RA"][0] == pytest.approx(SOURCE.ra.deg, abs=0.1)
+
+
+def test_stack_map_holds_every_run_field():
+    """Runs pointed 4 deg apart: the stack's map (5 deg by default) widens to hold both fields
+    (2.5 deg around each pointing); runs pointed together keep the 5 deg map."""
+    far = SkyCoord(83.6, 26.0, unit="deg")
+    together = [synthetic_observation(obs_id=1, seed=1), synthetic_observation(obs_id=2, seed=2)]
+    apart = [together[0], synthetic_observation(obs_id=3, seed=3, pointing=far)]
+    finder = brightest_pixel_finder()
+    (stacked,) = find_in_windows(together, finder, stack=True, keep_datasets=True)
+    assert np.ravel(stacked.dataset.counts.geom.width.to_value("deg")) == pytest.approx([5, 5], abs=0.03)
+    (stacked,) = find_in_windows(apart, finder, stack=True, keep_datasets=True)
+    image = stacked.dataset.counts.geom.to_image()
+    for pointing in (POINTING, far):
+        for offset in (0, 90, 180, 270):  # 2.5 deg from the pointing, in four directions
+            edge = pointing.directional_offset_by(offset * u.deg, 2.45 * u.deg)
+            assert image.contains(edge)[0], (pointing, offset)
 
 
 def test_window_search_api_matches_find_in_windows():

@@ -235,7 +235,9 @@ class WindowSearch:
     offset_max : `~astropy.units.Quantity`, optional
         Pixels farther than this from the pointing are masked. Default 2.5 deg.
     width, binsz : `~astropy.units.Quantity`, optional
-        Map side and pixel size. Default 5 deg and 0.025 deg.
+        Map side and pixel size. Default 5 deg and 0.025 deg. A stack's map
+        is wider where it must be to hold every run's field (``offset_max``
+        around each pointing).
     warm_up : bool, optional
         Run the finder once, untimed, on the first dataset, so that loading
         the networks is not counted in the first window's latency. Default True.
@@ -415,8 +417,17 @@ class WindowSearch:
         items = [(obs, self.energy_cut(obs)) for obs in _observation_list(observations)]
         return sorted(items, key=lambda item: item[0].tstart.mjd)
 
-    def _geom(self, center, cut):
-        return _run_geom(center, cut, self.energy_max, self.width, self.binsz)
+    def _geom(self, center, cut, width=None):
+        return _run_geom(center, cut, self.energy_max, self.width if width is None else width, self.binsz)
+
+    def _stack_width(self, center, observations):
+        """Side of a stack's map: ``width``, or wider to hold every run's field (``offset_max``,
+        else half of ``width``, around its pointing). A run cut off by the map's edge has its CNN
+        background extrapolated from part of its field: a stack of runs 2 deg from their mean
+        pointing (three real runs, one of them 7 deg from the others) got a 23 sigma false source."""
+        reach = self.offset_max if self.offset_max is not None else self.width / 2
+        farthest = max(center.separation(_pointing(obs)) for obs in observations)
+        return max(self.width, 2 * (farthest + reach).to(self.width.unit))
 
     def _dataset(self, observation, geom, cut):
         return counts_dataset(observation, geom, energy_min=cut, energy_max=self.energy_max,
@@ -432,7 +443,8 @@ class WindowSearch:
             # one dataset per run on the stack's map, searched jointly: each run's background
             # and heatmap are made on its own pointing (CNNSourceFinder.run on Datasets)
             center = mean_pointing([obs for obs, _ in items])
-            dataset = Datasets([self._dataset(obs, self._geom(center, cut), cut) for obs, cut in items])
+            width = self._stack_width(center, [obs for obs, _ in items])
+            dataset = Datasets([self._dataset(obs, self._geom(center, cut, width), cut) for obs, cut in items])
             meta = vstack([p.meta_table for p in dataset])
         if self.background_template:
             for run, (obs, _) in zip(dataset if isinstance(dataset, Datasets) else [dataset], items):
