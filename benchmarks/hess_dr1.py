@@ -110,8 +110,9 @@ def energy_axis(thresholds):
 # --------------------------------------------------------------------------
 # classic analysis with the background IRF
 # --------------------------------------------------------------------------
-def reduce_irf(observations, center, e_min, name):
-    """3D MapDataset (counts, exposure, background, PSF, edisp) of one or several runs.
+def reduce_irf(observations, center, e_min, name, width=WIDTH):
+    """3D MapDataset (counts, exposure, background, PSF, edisp) of one or several runs,
+    on a map of side ``width`` (a stack's: as wide as the finder's, which holds every run's field).
 
     Safe mask: the energy bins above each run's cut ``e_min[obs_id]`` (an
     edge of the axis) and pixels within OFFSET_MAX of each run's pointing;
@@ -121,7 +122,7 @@ def reduce_irf(observations, center, e_min, name):
     from gammapy.makers import MapDatasetMaker, SafeMaskMaker
     from gammapy.maps import MapAxis
 
-    geom = counts_geom(center, width=WIDTH, binsz=BINSZ, energy_axis=energy_axis(e_min))
+    geom = counts_geom(center, width=width, binsz=BINSZ, energy_axis=energy_axis(e_min))
     e_true = MapAxis.from_energy_bounds(0.1, 200, nbin=33, unit="TeV", name="energy_true")
     maker = MapDatasetMaker(selection=["counts", "exposure", "background", "psf", "edisp"])
     safe = SafeMaskMaker(methods=["offset-max"], offset_max=OFFSET_MAX)
@@ -299,7 +300,8 @@ def analyse_source(name, spec, data, finder, thresholds, do_fit, quick):
     (stacked,) = find_in_windows(observations, finder, stack=True, energy_min=cut,
                                  offset_max=OFFSET_MAX, width=WIDTH, binsz=BINSZ, keep_datasets=True)
     center = mean_pointing(observations)
-    irf = reduce_irf(observations, center, e_min, name="stacked")
+    width = stacked.dataset.counts.geom.width[0, 0]
+    irf = reduce_irf(observations, center, e_min, name="stacked", width=width)
     image = irf.to_image()
     check_same_counts(image, stacked.dataset, "stacked " + name)
     cuts = [c.to_value("TeV") for c in e_min.values()]
@@ -563,7 +565,8 @@ def write_report(path, results, off, finder, args, seconds, latencies):
         "## Method",
         "",
         "- Maps: 5 x 5 deg, 0.025 deg pixels, TAN, centred on the pointing of each run "
-        "(stacked runs: on their mean pointing); pixels within 2.5 deg of the pointing.",
+        "(stacked runs: on their mean pointing, widened to hold every run's 2.5 deg field, as "
+        "`find --stack` does); pixels within 2.5 deg of the pointing.",
         "- Energies: from each run's safe threshold `SAFE_ENERGY_LO` (at least 0.3 TeV) to 100 TeV. "
         "The IRF datasets use 20 bins per decade with every run's threshold as an extra edge, so "
         "the CNN and the ring see the same events (checked per map).",
