@@ -1,6 +1,8 @@
 """Extended sources and multi-run stacks: per-run frames, the size fit, the joint finder, the
 template background with its exclusion mask found in the counts."""
 
+import warnings
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from regions import CircleSkyRegion
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.candidates import CandidateCatalog
 from gammapy_cnn.finders import SIGNIFICANCE_RULE
-from gammapy_cnn.makers import AutoExclusionFoVBackgroundMaker, WobbleStackWarning
+from gammapy_cnn.makers import AutoExclusionFoVBackgroundMaker, PartialFieldWarning, WobbleStackWarning
 from gammapy_cnn.peaks import same_source
 from gammapy_cnn.profiles import fit_extension, fit_points, fit_source, king_profile
 from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
@@ -119,6 +121,19 @@ def test_wobble_stack_in_one_dataset_warns(template):
     with pytest.warns(WobbleStackWarning, match="Datasets with one MapDataset per run"):
         CNNBackgroundMaker().run(stacked)
     assert geom == stacked.counts.geom
+
+
+def test_a_run_cut_by_its_map_warns(template):
+    """A run pointed 2.2 deg from the centre of a 5 deg map: most of its field is outside the map."""
+    geom = WcsGeom.create(skydir=TARGET, npix=200, binsz=0.025, frame="icrs", axes=[template.energy_axis])
+    point = SourceParameters(0, 0, 1.0, 2.5, 0.0, "point")
+    (cut,) = wobble_runs(template, point, livetime=600.0, n_runs=1, wobble=2.2, geom=geom)
+    with pytest.warns(PartialFieldWarning, match=r"dataset 'run0': its map holds 4\d% of the 5 x 5 deg"):
+        CNNBackgroundMaker().run(cut)
+    (held,) = wobble_runs(template, point, livetime=600.0, n_runs=1, wobble=0.7, geom=geom)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialFieldWarning)
+        CNNBackgroundMaker().run(held)
 
 
 @pytest.mark.slow
