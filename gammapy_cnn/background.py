@@ -25,8 +25,9 @@ SOURCE_MASK_SIGNIFICANCE = 5.0
 EXCESS_SCALES = (4.0, 12.0)
 
 
-def away_from_excesses(counts, background, mask):
-    """Valid pixels outside significant excesses at any of `EXCESS_SCALES`, each widened by its scale.
+def away_from_excesses(counts, background, mask, scales=EXCESS_SCALES):
+    """Valid pixels outside significant excesses at any of ``scales`` (Gaussian widths in pixels;
+    default `EXCESS_SCALES`), each widened by its scale.
 
     Each scale is searched on blocks of half its smoothing width (0.05 and
     0.15 deg on native pixels): the same significance map as on pixels, for a
@@ -34,7 +35,7 @@ def away_from_excesses(counts, background, mask):
     """
     source = np.zeros(mask.shape, bool)
     residual = (counts - background) * mask
-    for sigma in EXCESS_SCALES:
+    for sigma in scales:
         block = max(int(sigma // 2), 1)
         excess = gaussian_filter(_block_sum(residual, block), sigma / block)
         # the background is smooth on 0.2 deg cells: its own smoothing would change nothing

@@ -6,7 +6,9 @@ import copy
 import logging
 import warnings
 
+import astropy.units as u
 import numpy as np
+from astropy.coordinates import Angle
 from astropy.utils import lazyproperty
 from gammapy.datasets import Datasets, SpectrumDataset
 from gammapy.makers import MAKER_REGISTRY, FoVBackgroundMaker, Maker
@@ -392,7 +394,7 @@ class AutoExclusionFoVBackgroundMaker(Maker):
     `~gammapy.makers.MapDatasetMaker`) is normalised to the counts by
     `~gammapy.makers.FoVBackgroundMaker` outside an exclusion mask, as
     usual; the mask is not drawn by hand but found in the counts: the pixels
-    with a significant excess (5 sigma at 0.1 or 0.3 deg smoothing, widened
+    with a significant excess (5 sigma at 0.1, 0.3 or 0.6 deg smoothing, widened
     by the smoothing; `~gammapy_cnn.background.away_from_excesses`) over the
     current estimate, found again after each normalisation until they no
     longer change. Given `~gammapy.datasets.Datasets` (one per run), the
@@ -421,6 +423,11 @@ class AutoExclusionFoVBackgroundMaker(Maker):
         be used, gammapy's convention), on any sky geometry.
     max_iterations : int
         At most this many normalisations (each after a new excess search). Default 5.
+    excess_scales : `~astropy.coordinates.Angle`
+        Gaussian widths at which excesses are looked for. Default 0.1, 0.3 and
+        0.6 deg: the widest reaches the faint wings of a source of a degree
+        (a 1 deg Gaussian at 1800 s: 0.84-0.94 of its excess kept instead of
+        0.51-0.58 with the CNN maker's 0.1 and 0.3 deg).
 
     Examples
     --------
@@ -432,7 +439,8 @@ class AutoExclusionFoVBackgroundMaker(Maker):
 
     tag = "AutoExclusionFoVBackgroundMaker"
 
-    def __init__(self, method="scale", exclusion_mask=None, max_iterations=5):
+    def __init__(self, method="scale", exclusion_mask=None, max_iterations=5,
+                 excess_scales=Angle([0.1, 0.3, 0.6], "deg")):
         if method not in ("scale", "fit"):
             raise ValueError(f"method is 'scale' or 'fit', got {method!r}")
         self.method = method
@@ -440,6 +448,13 @@ class AutoExclusionFoVBackgroundMaker(Maker):
         if int(max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         self.max_iterations = int(max_iterations)
+        try:
+            scales = Angle(np.atleast_1d(u.Quantity(excess_scales)))
+        except (TypeError, ValueError, u.UnitsError):
+            raise ValueError(f"excess_scales must be angles, got {excess_scales!r}") from None
+        if not len(scales) or not np.all(scales > 0):
+            raise ValueError(f"excess_scales must be positive angles, got {excess_scales!r}")
+        self.excess_scales = scales
 
     def run(self, dataset, observation=None):
         """The dataset with its template normalised outside the excesses found in its counts.
@@ -486,12 +501,13 @@ class AutoExclusionFoVBackgroundMaker(Maker):
                 raise ValueError(f"the exclusion mask leaves no valid pixel of {[r.name for r in runs]} "
                                  "to normalise the background template on")
         runs = [_with_safe_mask(run) for run in runs]
+        scales = tuple((self.excess_scales / NATIVE_BINSZ).to_value(""))  # `sky` has native pixels
         keep, estimates = known, None
         for _ in range(self.max_iterations):
             estimates = [self._normalised(run, keep, sky) for run in runs]
             background = sum(_on_sky(_image_inside_safe(e, e.npred_background().data), e, sky)
                              for e in estimates)
-            found = away_from_excesses(counts, background, mask) | ~mask
+            found = away_from_excesses(counts, background, mask, scales) | ~mask
             found &= known
             if np.array_equal(found, keep):
                 break

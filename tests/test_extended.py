@@ -295,6 +295,9 @@ def test_template_with_auto_exclusion_inputs(template):
         AutoExclusionFoVBackgroundMaker().run(run)
     with pytest.raises(ValueError, match="method is 'scale' or 'fit'"):
         AutoExclusionFoVBackgroundMaker(method="ring")
+    for bad in (0.3, [0.1, -0.3] * u.deg, [] * u.deg):
+        with pytest.raises(ValueError, match="excess_scales must be"):
+            AutoExclusionFoVBackgroundMaker(excess_scales=bad)
     with_template = _with_templates(template, [run], livetime=600.0)[0]
     nothing = Map.from_geom(run.counts.geom.to_image(), data=False, dtype=bool)
     with pytest.raises(ValueError, match=r"leaves no valid pixel of \['run0'\]"):
