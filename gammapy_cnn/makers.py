@@ -462,7 +462,9 @@ class AutoExclusionFoVBackgroundMaker(Maker):
         Parameters
         ----------
         dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
-            With counts and a background template; `Datasets` are done one by one.
+            With counts and a background template. For `Datasets` (one per run) the
+            exclusion mask is found once, on their stack, and each run's norm is
+            fitted to its own counts outside it.
         observation : `~gammapy.data.Observation`, optional
             Not used (the `~gammapy.makers.Maker` interface).
 
@@ -470,12 +472,14 @@ class AutoExclusionFoVBackgroundMaker(Maker):
         -------
         dataset : `~gammapy.datasets.MapDataset` or `~gammapy.datasets.Datasets`
             A copy with a `~gammapy.modeling.models.FoVBackgroundModel` whose norm
-            is fitted; its ``mask_fit`` is None, as the input's.
+            is fitted, the input's ``mask_fit``, and an all-True ``mask_safe`` where
+            the input had none.
 
         Raises
         ------
         ValueError
-            If a dataset has no background template (the message names it).
+            If a dataset has no background template (the message names it), or
+            ``exclusion_mask`` leaves no valid pixel.
         """
         runs = as_dataset_list(dataset) if isinstance(dataset, (Datasets, list, tuple)) else [dataset]
         for run in runs:
