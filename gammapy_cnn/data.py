@@ -579,10 +579,8 @@ def background_template(observation, geom):
     positive = np.asarray(bkg.data).reshape(len(bkg.axes["energy"].center), -1).max(axis=1) > 0
     edges = geom.axes["energy"].edges.to_value("TeV")
     data = np.zeros(geom.data_shape)
-    if not positive.any():
-        return Map.from_geom(geom, data=data)
-    lowest = max(bkg.axes["energy"].center[np.argmax(positive)].to_value("TeV"), edges[0])
-    if lowest >= edges[-1]:
+    lowest = max(bkg.axes["energy"].center[np.argmax(positive)].to_value("TeV"), edges[0]) if positive.any() else np.inf
+    if lowest >= edges[-1]:  # no background in the map's energy range
         return Map.from_geom(geom, data=data)
     decades = np.log10(edges[-1] / lowest)
     fine = np.geomspace(lowest, edges[-1], int(np.ceil(10 * decades)) + 1)
@@ -594,7 +592,7 @@ def background_template(observation, geom):
             * geom.to_image().solid_angle() * observation.observation_time_duration).to_value("")
     values = np.where(np.isfinite(values) & (values <= most), values, 0.0)
     index = np.searchsorted(edges, fine[:-1] * (1 + 1e-9), side="right") - 1
-    np.add.at(data, index, np.nan_to_num(values))
+    np.add.at(data, index, values)
     return Map.from_geom(geom, data=data)
 
 

@@ -248,7 +248,8 @@ class CNNBackgroundMaker(Maker):
         image = dataset.counts.geom.to_image()
         run_counts, _ = reproject_counts(counts * mask, image, frame)
         run_mask = reproject_mask(mask, image, frame)
-        if run_mask.mean() < MIN_FRAME_COVERAGE:
+        off_pointing = frame.center_skydir.separation(image.center_skydir) >= RUN_FRAME_TOLERANCE
+        if off_pointing and run_mask.mean() < MIN_FRAME_COVERAGE:  # (a small map's own frame: its size)
             warnings.warn(
                 f"dataset {dataset.name!r}: its map holds {100 * run_mask.mean():.0f}% of the 5 x 5 deg "
                 "field around its run's pointing, so its CNN background is extrapolated from part of "
