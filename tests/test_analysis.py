@@ -233,6 +233,27 @@ def test_hess_fit_with_cnn_background(crab_analysis):
     assert fitted.separation(CRAB).deg < 0.03
 
 
+def test_hess_fov_auto_analysis(hess_networks):
+    """``background: method: fov_auto``: the runs' IRF templates normalised outside one mask found in
+    their counts; the stack's background is their sum, and find-sources searches on it."""
+    analysis = CNNAnalysis(hess_config(hess_networks, background={"method": "fov_auto"}))
+    analysis.run()
+    (stacked,) = analysis.datasets
+    runs = analysis.run_datasets
+    norms = [run.models[f"{run.name}-bkg"].spectral_model.norm.value for run in runs]
+    assert len(runs) == 2 and all(0.5 < norm < 2 for norm in norms)
+
+    def inside_safe(dataset):
+        return (dataset.npred_background().data * dataset.mask_safe.data).sum()
+
+    assert inside_safe(stacked) == pytest.approx(sum(inside_safe(run) for run in runs), rel=1e-5)
+    photometry = aperture_photometry(stacked, CRAB)  # the Crab is not in the normalisation
+    assert photometry["sqrt_ts"][0] > 10
+    assert 1 <= len(analysis.candidates) <= 3
+    with pytest.raises(ValueError, match="'fov_auto' is for 3D map datasets"):
+        CNNAnalysis(crab_1d_config([23523], method="fov_auto")).get_datasets()
+
+
 def test_hess_write_atomic(crab_analysis, tmp_path):
     out = tmp_path / "products"
     paths = crab_analysis.write(out)

@@ -29,21 +29,25 @@ __all__ = [
     "CNNDatasetsConfig",
 ]
 
-#: gammapy's background methods plus ``cnn``; built from gammapy's enum so a
+#: gammapy's background methods plus ``cnn`` and ``fov_auto``; built from gammapy's enum so a
 #: method gammapy adds later is accepted here too.
 CNNBackgroundMethodEnum = Enum(
     "CNNBackgroundMethodEnum",
-    {**{member.name: member.value for member in BackgroundMethodEnum}, "cnn": "cnn"},
+    {**{member.name: member.value for member in BackgroundMethodEnum}, "cnn": "cnn", "fov_auto": "fov_auto"},
     type=str,
 )
 
 
 class CNNBackgroundConfig(BackgroundConfig):
-    """gammapy's ``datasets.background`` section, whose ``method`` also accepts ``cnn``.
+    """gammapy's ``datasets.background`` section, whose ``method`` also accepts ``cnn`` and ``fov_auto``.
 
     With ``method: cnn``, ``parameters`` go to `~gammapy_cnn.CNNBackgroundMaker`
     (e.g. ``batch_size``); the network is ``cnn.background_network``. An
-    ``exclusion`` mask is not needed (and not used) by the CNN.
+    ``exclusion`` mask is not needed (and not used) by the CNN. With
+    ``method: fov_auto`` (3D only), the runs' IRF background templates are
+    normalised outside one exclusion mask found in the counts of all runs
+    (`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`, which ``parameters``
+    go to); an ``exclusion`` file adds regions known in advance.
     """
 
     method: CNNBackgroundMethodEnum | None = None

@@ -18,10 +18,12 @@ import numpy as np
 from gammapy.analysis import Analysis, AnalysisConfig
 from gammapy.datasets import Datasets, MapDataset, MapDatasetOnOff
 from gammapy.estimators import ExcessMapEstimator
+from gammapy.maps import Map
+from gammapy.utils.scripts import make_path
 
 from ..background import away_from_excesses, systematic_fraction
 from ..finders import CandidateCatalog, CNNSourceFinder, write_ds9
-from ..makers import CNNBackgroundMaker
+from ..makers import AutoExclusionFoVBackgroundMaker, CNNBackgroundMaker
 from ..utils import atomic_directory
 from .config import CNNAnalysisConfig
 from .fitting import fit_candidates
@@ -150,13 +152,16 @@ class CNNAnalysis(Analysis):
         return self
 
     def get_datasets(self):
-        """Produce reduced datasets; with ``background.method: cnn``, CNN backgrounds."""
+        """Produce reduced datasets; with ``background.method: cnn``, CNN backgrounds; with
+        ``fov_auto``, the runs' templates normalised outside one mask found in their counts."""
         settings = self.config.datasets
+        if settings.background.method == "fov_auto" and settings.type != "3d":
+            raise ValueError("datasets.background.method 'fov_auto' is for 3D map datasets (datasets.type: 3d)")
         if settings.type == "1d" or not settings.stack:
             self.run_datasets = None
             super().get_datasets()
             if not settings.stack:
-                self.run_datasets = self.datasets
+                self.datasets = self.run_datasets = self._with_fov_auto(self.datasets)
             return
         # Stacked: keep the runs too, so that find-sources can search them jointly, each
         # on its own pointing (a stacked map centred on the target hides extended sources)
@@ -165,7 +170,7 @@ class CNNAnalysis(Analysis):
             super().get_datasets()
         finally:
             settings.stack = True
-        self.run_datasets = self.datasets
+        self.run_datasets = self._with_fov_auto(self.datasets)
         stacked = self._create_reference_dataset(name="stacked")
         for dataset in self.run_datasets:
             stacked.stack(dataset)
@@ -188,8 +193,25 @@ class CNNAnalysis(Analysis):
         if self.config.datasets.stack:
             self.datasets = Datasets([self.datasets.stack_reduce(name="stacked")])
 
+    def _with_fov_auto(self, datasets):
+        """The runs with ``fov_auto`` backgrounds (one mask for all of them), or as they are."""
+        settings = self.config.datasets.background
+        if settings.method != "fov_auto":
+            return datasets
+        options = dict(settings.parameters)
+        if settings.exclusion:
+            options["exclusion_mask"] = Map.read(make_path(settings.exclusion))
+        try:
+            maker = AutoExclusionFoVBackgroundMaker(**options)
+        except TypeError as error:
+            raise ValueError(f"datasets.background.parameters for method 'fov_auto': {error}") from None
+        log.info("Normalising the runs' background templates outside the excesses of their counts")
+        return maker.run(Datasets(list(datasets)))
+
     def _create_background_maker(self):
         settings = self.config.datasets.background
+        if settings.method == "fov_auto":
+            return None  # all runs at once, after the reduction (`_with_fov_auto`)
         if settings.method != "cnn":
             return super()._create_background_maker()
         if settings.exclusion:
@@ -217,7 +239,8 @@ class CNNAnalysis(Analysis):
         (`~gammapy.modeling.models.Models`, point sources seeded at the candidates).
         The finder estimates its own CNN background from the counts (network
         ``cnn.background_network``), as in its calibration, whatever the
-        dataset's background method.
+        dataset's background method, except ``fov_auto``: there it searches on
+        the datasets' normalised templates, which keep sources of a degree.
         """
         dataset = self.stacked_dataset()
         if not isinstance(dataset, MapDataset):
@@ -227,7 +250,8 @@ class CNNAnalysis(Analysis):
         cnn = self.config.cnn
         finder = CNNSourceFinder(
             network=_expand(cnn.finder_network), threshold=cnn.threshold,
-            background_network=_expand(cnn.background_network), refine=cnn.refine, rescue=cnn.rescue,
+            background_network=(None if self.config.datasets.background.method == "fov_auto"
+                                else _expand(cnn.background_network)), refine=cnn.refine, rescue=cnn.rescue,
             max_candidates=cnn.max_candidates,
         )
         runs = getattr(self, "run_datasets", None)
