@@ -39,7 +39,9 @@ fragments) and the median distance of the nearest one from the centre. The
 last four columns are the same for the runs' templates normalised outside one
 exclusion mask found in the stack's counts (`AutoExclusionFoVBackgroundMaker`
 on the `Datasets`), searched by the same finder on those backgrounds (the code
-path of ``gammapy-cnn find --stack --background-network template``).
+path of ``gammapy-cnn find --stack --background-network template``). The
+rows of flux 0 have no shell: their sqrt(TS) is the methods' bias in the
+circle, and a candidate there is false.
 """
 
 import argparse
@@ -77,7 +79,7 @@ FLUX = 1.0  # Crab
 #: wobble offset [deg], source fluxes [Crab] and the radius of the aperture [deg].
 STACK_SHELL = (0.9, 0.1)
 STACK_RUNS, STACK_LIVETIME, STACK_WOBBLE = 4, 1800.0, 0.7
-STACK_FLUXES = (0.1, 0.2, 0.3, 0.5)
+STACK_FLUXES = (0.1, 0.2, 0.3, 0.5, 0.0)  # 0: no shell (the bias and false candidates); last, so the others' draws stay
 STACK_APERTURE = 1.3
 
 
