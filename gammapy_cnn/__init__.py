@@ -1,6 +1,7 @@
 """gammapy-cnn: deep-learning background estimation and source finding for gammapy.
 
-Importing the package registers `CNNBackgroundMaker` in gammapy's
+Importing the package registers `CNNBackgroundMaker` (and
+`gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`) in gammapy's
 ``MAKER_REGISTRY`` and `CNNSourceFinder` in ``ESTIMATOR_REGISTRY``.
 TensorFlow is imported only when a network is first used.
 """
