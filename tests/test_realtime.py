@@ -193,6 +193,14 @@ def test_stack_map_holds_every_run_field():
             assert image.contains(edge)[0], (pointing, offset)
 
 
+def test_background_template_needs_a_background_irf():
+    search = WindowSearch(brightest_pixel_finder(), background_template=True)
+    with pytest.raises(ValueError, match="observation 1 has no background IRF"):
+        search.whole_run(synthetic_observation(obs_id=1))
+    with pytest.raises(ValueError, match="background_template is for whole runs"):
+        WindowSearch(brightest_pixel_finder(), 100 * u.s, background_template=True)
+
+
 def test_window_search_api_matches_find_in_windows():
     obs1 = synthetic_observation(obs_id=1, seed=1)
     obs2 = synthetic_observation(obs_id=2, seed=2, t_offset=3600.0)
