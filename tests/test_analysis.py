@@ -298,6 +298,13 @@ def test_hess_background_comparison(hess_networks):
     for method in ("fov_background", "ring"):
         photometry = aperture_photometry(estimates[method], CRAB)
         assert photometry["sqrt_ts"][0] > 10, method
+    # the template with the exclusion found in the counts: the Crab left out without being told
+    blind = BackgroundComparison(methods=("fov_auto",))
+    estimates, _ = blind.estimates(analysis.run_datasets)
+    assert aperture_photometry(estimates["fov_auto"], CRAB)["sqrt_ts"][0] > 10
+    # judged outside the Crab, as FoV: its norm fitted outside the excesses it found
+    judged = BackgroundComparison(methods=("fov_auto",), exclusion_mask=exclusion).run(analysis.run_datasets)[0]
+    assert judged["method"] == "fov_auto" and judged["off_ratio"] == pytest.approx(1, abs=0.02)
 
 
 def crab_1d_config(obs_ids, method="cnn"):

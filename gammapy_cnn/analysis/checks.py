@@ -22,7 +22,7 @@ from gammapy.maps import Map
 from gammapy.stats import CashCountsStatistic, WStatCountsStatistic
 from regions import CircleSkyRegion
 
-from ..makers import CNNBackgroundMaker
+from ..makers import AutoExclusionFoVBackgroundMaker, CNNBackgroundMaker
 from ..runs import as_dataset_list
 from ..utils import to_quantity
 from .maps import (
@@ -68,7 +68,8 @@ def exclusion_mask_from_candidates(geom, candidates, radius=0.3 * u.deg):
 
 
 class BackgroundComparison:
-    """Backgrounds of one dataset by the CNN, `FoVBackgroundMaker` and `RingBackgroundMaker`.
+    """Backgrounds of one dataset by the CNN, `FoVBackgroundMaker` and `RingBackgroundMaker`
+    (and, on request, `~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`).
 
     All methods see the same counts, safe mask and exclusion mask; the
     comparison is made on energy-integrated images. FoV and ring need the
@@ -87,7 +88,10 @@ class BackgroundComparison:
     correlation_radius : `~astropy.units.Quantity`
         Radius of the `~gammapy.estimators.ExcessMapEstimator` significance maps.
     methods : tuple of str
-        Any of ``cnn``, ``fov_background``, ``ring``.
+        Any of ``cnn``, ``fov_background``, ``ring`` (the default three) and
+        ``fov_auto`` (the template normalised outside an exclusion mask found
+        in the counts, one mask for the runs of `Datasets`; ``exclusion_mask``
+        adds to it).
 
     Examples
     --------
@@ -95,10 +99,10 @@ class BackgroundComparison:
     >>> comparison.run(dataset)  # doctest: +SKIP
     """
 
-    METHODS = ("cnn", "fov_background", "ring")
+    METHODS = ("cnn", "fov_background", "ring", "fov_auto")
 
     def __init__(self, network="default", exclusion_mask=None, r_in=0.5 * u.deg, width=0.3 * u.deg,
-                 correlation_radius=0.1 * u.deg, methods=METHODS):
+                 correlation_radius=0.1 * u.deg, methods=METHODS[:3]):
         unknown = [m for m in methods if m not in self.METHODS]
         if unknown or not methods:
             raise ValueError(f"methods must be among {self.METHODS}, got {list(methods)}")
@@ -137,7 +141,7 @@ class BackgroundComparison:
             Method -> wall-clock seconds of the estimate.
         """
         runs, dataset = _runs_and_stack(dataset)
-        needs_template = {"fov_background", "ring"} & set(self.methods)
+        needs_template = {"fov_background", "ring", "fov_auto"} & set(self.methods)
         if needs_template and (dataset.background is None or not np.any(dataset.background.data)):
             raise ValueError(
                 f"methods {sorted(needs_template)} need the dataset's background template "
@@ -155,6 +159,16 @@ class BackgroundComparison:
                 result = CNNBackgroundMaker(self.network).run(runs if runs is not None else dataset)
                 if runs is not None:
                     result = result.stack_reduce(name=dataset.name)
+                background = energy_integrated_image(result.npred_background(), mask_safe)
+                out[method] = MapDataset(counts=counts, background=background, mask_safe=safe,
+                                         name=method)
+            elif method == "fov_auto":
+                maker = AutoExclusionFoVBackgroundMaker(exclusion_mask=self.exclusion_mask)
+                if runs is not None:
+                    result = maker.run(Datasets([_background_only(run) for run in runs]))
+                    result = result.stack_reduce(name=dataset.name) if len(result) > 1 else result[0]
+                else:
+                    result = maker.run(_background_only(dataset))
                 background = energy_integrated_image(result.npred_background(), mask_safe)
                 out[method] = MapDataset(counts=counts, background=background, mask_safe=safe,
                                          name=method)
