@@ -16,7 +16,7 @@ ratio differs from 1 by Poisson noise only) and gammapy's
 exclusion circle of the aperture's radius at the true position: the template
 method with everything a template method can be given. The next column is
 the same template with no knowledge of the source
-(`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`: the exclusion mask found
+(`~gammapy_cnn.templates.AutoExclusionFoVBackgroundMaker`: the exclusion mask found
 in the counts), what ``gammapy-cnn find --background-network template`` uses.
 
 The last columns are the `CNNSourceFinder` candidate nearest the source (within
@@ -59,9 +59,9 @@ from gammapy.stats import CashCountsStatistic
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.example_data import gammapy_data_dir
-from gammapy_cnn.makers import AutoExclusionFoVBackgroundMaker
 from gammapy_cnn.simulation import MapParameters, SimulationTemplate, SourceParameters
 from gammapy_cnn.simulation.irf import irf_label
+from gammapy_cnn.templates import AutoExclusionFoVBackgroundMaker
 from gammapy_cnn.utils import atomic_path, cpu_model, write_text_atomic
 
 #: (morphology, extension, width): Gaussian sigma, disk radius, shell inner radius and width (deg).
@@ -219,8 +219,8 @@ def evaluate_stacks(irf, n, seed, background_network, finder_network, fluxes=STA
                     MapDataset(counts=run.counts.copy(), background=bkg, name="fov"))
                 background["fov"] += fov.npred_background().data.sum(axis=0)[aperture].sum()
             with_templates = Datasets([run.copy(name=run.name) for run in runs])
-            for run, with_template, bkg in zip(runs, with_templates, templates):
-                with_template.meta_table, with_template.background = run.meta_table, bkg
+            for with_template, bkg in zip(with_templates, templates):
+                with_template.background = bkg
             auto = AutoExclusionFoVBackgroundMaker().run(with_templates)
             background["auto"] = sum(estimate.npred_background().data.sum(axis=0)[aperture].sum()
                                      for estimate, aperture in zip(auto, apertures))

@@ -6,7 +6,7 @@ searched twice by the shipped finder: on the CNN background from the counts
 alone (``gammapy-cnn find``), and on each run's IRF background normalised
 outside an exclusion mask found in the counts, one sky mask for a stack
 (``gammapy-cnn find --background-network template``,
-`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`). Same maps and cuts
+`~gammapy_cnn.templates.AutoExclusionFoVBackgroundMaker`). Same maps and cuts
 as ``hess_dr1.md``: 5 x 5 deg of 0.025 deg pixels (a stack's map widened
 to hold every run's field), 2.5 deg from the pointing, from each run's safe
 threshold (at least 0.3 TeV) to 100 TeV.

@@ -42,7 +42,6 @@ from gammapy.datasets import Datasets
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.data import (
-    background_template,
     counts_dataset,
     counts_geom,
     dataset_livetime,
@@ -50,7 +49,7 @@ from gammapy_cnn.data import (
     read_observations,
 )
 from gammapy_cnn.example_data import find_hess_dr1
-from gammapy_cnn.makers import AutoExclusionFoVBackgroundMaker
+from gammapy_cnn.templates import AutoExclusionFoVBackgroundMaker, background_template
 
 CRAB = SkyCoord(83.633, 22.0145, unit="deg")
 CRAB_RUNS = [23523, 23526, 23559, 23592]
@@ -161,9 +160,9 @@ if path is not None:
 # The counts-only background lets the acceptance's shape follow the counts,
 # which a faint source of a degree (a supernova-remnant shell) pays for.
 # Where the instrument's background model is trusted, give each run its IRF
-# background (`~gammapy_cnn.data.background_template`), normalise it outside
+# background (`~gammapy_cnn.templates.background_template`), normalise it outside
 # an exclusion mask found in the counts of the stack
-# (`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`, gammapy's
+# (`~gammapy_cnn.templates.AutoExclusionFoVBackgroundMaker`, gammapy's
 # ``FoVBackgroundMaker`` underneath) and let the finder search on those
 # backgrounds. On the point-like Crab both give the same answer.
 if path is not None:

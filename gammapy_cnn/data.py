@@ -51,7 +51,6 @@ from .observations import read_observations
 from .utils import ENERGY_RANGE, NATIVE_BINSZ, NATIVE_ENERGY_NBIN, to_quantity
 
 __all__ = [
-    "background_template",
     "counts_geom",
     "counts_dataset",
     "dataset_livetime",
@@ -538,62 +537,6 @@ def dataset_livetime(dataset):
     if exposure is not None and "livetime" in exposure.meta:
         return u.Quantity(exposure.meta["livetime"], u.s)
     raise ValueError(f"dataset {dataset.name!r} carries no livetime information.")
-
-
-def background_template(observation, geom):
-    """The observation's IRF background on ``geom``, in counts: the template that
-    `~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker` normalises.
-
-    gammapy's `~gammapy.makers.MapDatasetMaker` evaluates it (pointing, livetime,
-    reconstructed energy) on 10 energy bins per decade from the lowest energy
-    node where the IRF is positive, summed into ``geom``'s bins: its log-log
-    integration over a bin with a zero edge gives NaN or absurd values (the
-    real-time maps' single 0.03-100 TeV bin, where the IRF is zero at low
-    energies), and a value above what the IRF's largest rate could give in
-    the bin is such an artefact and dropped. Only the template's shape
-    matters there: its norm is fitted.
-
-    Parameters
-    ----------
-    observation : `~gammapy.data.Observation`
-        With a background IRF (``bkg``).
-    geom : `~gammapy.maps.WcsGeom`
-        Counts geometry with a reconstructed ``energy`` axis.
-
-    Returns
-    -------
-    background : `~gammapy.maps.WcsNDMap`
-        Expected background counts on ``geom``.
-
-    Raises
-    ------
-    ValueError
-        If the observation has no background IRF (the message names it).
-    """
-    from gammapy.makers import MapDatasetMaker  # import here: the counts-only path never needs it
-
-    if getattr(observation, "bkg", None) is None:
-        raise ValueError(f"observation {observation.obs_id} has no background IRF: a background "
-                         "template needs one (or estimate the background from the counts: CNNBackgroundMaker)")
-    bkg = observation.bkg
-    positive = np.asarray(bkg.data).reshape(len(bkg.axes["energy"].center), -1).max(axis=1) > 0
-    edges = geom.axes["energy"].edges.to_value("TeV")
-    data = np.zeros(geom.data_shape)
-    lowest = max(bkg.axes["energy"].center[np.argmax(positive)].to_value("TeV"), edges[0]) if positive.any() else np.inf
-    if lowest >= edges[-1]:  # no background in the map's energy range
-        return Map.from_geom(geom, data=data)
-    decades = np.log10(edges[-1] / lowest)
-    fine = np.geomspace(lowest, edges[-1], int(np.ceil(10 * decades)) + 1)
-    fine = np.union1d(fine, edges[(edges > lowest) & (edges < edges[-1])])
-    fine_geom = geom.to_image().to_cube([MapAxis.from_energy_edges(fine * u.TeV, name="energy")])
-    with np.errstate(over="ignore", invalid="ignore"):  # far outside the IRF's offsets: dropped below
-        values = MapDatasetMaker(selection=["background"]).make_background(fine_geom, observation).data
-    most = (np.nanmax(bkg.data) * bkg.unit * np.diff(fine)[:, None, None] * u.TeV
-            * geom.to_image().solid_angle() * observation.observation_time_duration).to_value("")
-    values = np.where(np.isfinite(values) & (values <= most), values, 0.0)
-    index = np.searchsorted(edges, fine[:-1] * (1 + 1e-9), side="right") - 1
-    np.add.at(data, index, values)
-    return Map.from_geom(geom, data=data)
 
 
 def _windows_relative(gti_start, gti_stop, duration, step):

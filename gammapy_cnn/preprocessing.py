@@ -17,7 +17,7 @@ import warnings
 import astropy.units as u
 import numpy as np
 from gammapy.datasets import MapDataset
-from gammapy.maps import WcsGeom
+from gammapy.maps import Map, WcsGeom
 from scipy.ndimage import gaussian_filter, zoom
 
 from .utils import ENERGY_RANGE, NATIVE_BINSZ
@@ -27,6 +27,7 @@ __all__ = [
     "PREPROCESSING_VERSION",
     "counts_image",
     "counts_level",
+    "energy_integrated_image",
     "normalise",
     "pad",
     "padded_window",
@@ -112,6 +113,30 @@ def counts_image(dataset):
             "(or dataset.mask_safe = None: every pixel valid)"
         )
     return (data.sum(axis=0) if mask.all() else (data * mask).sum(axis=0)), mask_2d
+
+
+def energy_integrated_image(cube, mask_safe=None):
+    """Sum a cube over energy (every non-spatial axis) inside the safe mask.
+
+    Parameters
+    ----------
+    cube : `~gammapy.maps.Map`
+        Map with an energy axis (or none).
+    mask_safe : `~gammapy.maps.Map`, optional
+        Bins outside it (False) are left out of the sum.
+
+    Returns
+    -------
+    image : `~gammapy.maps.Map`
+        Dimensionless map that keeps a single energy bin (gammapy's
+        estimators need an energy axis); ``image.data[0]`` is the 2D array.
+    """
+    data = np.asarray(cube.data, dtype=float)
+    if mask_safe is not None:
+        data = data * np.asarray(mask_safe.data, dtype=bool)
+    data = data.reshape((-1,) + data.shape[-2:]).sum(axis=0)
+    geom = cube.geom.squash("energy") if "energy" in cube.geom.axes.names else cube.geom
+    return Map.from_geom(geom, data=data.reshape(geom.data_shape), unit="")
 
 
 def _check_energy(edges, name):

@@ -17,11 +17,12 @@ from regions import CircleSkyRegion
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
 from gammapy_cnn.candidates import CandidateCatalog
 from gammapy_cnn.finders import SIGNIFICANCE_RULE
-from gammapy_cnn.makers import AutoExclusionFoVBackgroundMaker, PartialFieldWarning, WobbleStackWarning
+from gammapy_cnn.makers import PartialFieldWarning, WobbleStackWarning
 from gammapy_cnn.peaks import same_source
 from gammapy_cnn.profiles import fit_extension, fit_points, fit_source, king_profile
 from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
 from gammapy_cnn.simulation import MapParameters, SourceParameters
+from gammapy_cnn.templates import AutoExclusionFoVBackgroundMaker
 
 TARGET = SkyCoord(250.0, -40.0, unit="deg")
 
@@ -252,7 +253,6 @@ def _with_templates(template, runs, livetime=1800.0):
     out = []
     for run in runs:
         with_template = run.copy(name=run.name)
-        with_template.meta_table = run.meta_table
         with_template.background = Map.from_geom(run.counts.geom, data=template.background(livetime))
         out.append(with_template)
     return Datasets(out)

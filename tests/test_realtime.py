@@ -406,7 +406,8 @@ def test_hess_cli_stack_and_windows(tiny_networks, tmp_path):
 def test_hess_background_template_and_cli(hess_crab, tmp_path):
     from gammapy.maps import MapAxis
 
-    from gammapy_cnn.data import background_template, counts_geom
+    from gammapy_cnn.data import counts_geom
+    from gammapy_cnn.templates import background_template
 
     pointing = hess_crab[0].get_pointing_icrs(hess_crab[0].tmid)
     wide = counts_geom(pointing, energy_axis=MapAxis.from_energy_edges([0.03, 100] * u.TeV, name="energy"))

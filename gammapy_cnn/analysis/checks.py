@@ -22,8 +22,9 @@ from gammapy.maps import Map
 from gammapy.stats import CashCountsStatistic, WStatCountsStatistic
 from regions import CircleSkyRegion
 
-from ..makers import AutoExclusionFoVBackgroundMaker, CNNBackgroundMaker
+from ..makers import CNNBackgroundMaker
 from ..runs import as_dataset_list
+from ..templates import AutoExclusionFoVBackgroundMaker
 from ..utils import to_quantity
 from .maps import (
     _background_cube,
@@ -69,7 +70,7 @@ def exclusion_mask_from_candidates(geom, candidates, radius=0.3 * u.deg):
 
 class BackgroundComparison:
     """Backgrounds of one dataset by the CNN, `FoVBackgroundMaker` and `RingBackgroundMaker`
-    (and, on request, `~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`).
+    (and, on request, `~gammapy_cnn.templates.AutoExclusionFoVBackgroundMaker`).
 
     All methods see the same counts, safe mask and exclusion mask; the
     comparison is made on energy-integrated images. FoV and ring need the

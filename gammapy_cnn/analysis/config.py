@@ -46,7 +46,7 @@ class CNNBackgroundConfig(BackgroundConfig):
     ``exclusion`` mask is not needed (and not used) by the CNN. With
     ``method: fov_auto`` (3D only), the runs' IRF background templates are
     normalised outside one exclusion mask found in the counts of all runs
-    (`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`, which ``parameters``
+    (`~gammapy_cnn.templates.AutoExclusionFoVBackgroundMaker`, which ``parameters``
     go to); an ``exclusion`` file adds regions known in advance.
     """
 

@@ -23,7 +23,8 @@ from gammapy.utils.scripts import make_path
 
 from ..background import away_from_excesses, systematic_fraction
 from ..finders import CandidateCatalog, CNNSourceFinder, write_ds9
-from ..makers import AutoExclusionFoVBackgroundMaker, CNNBackgroundMaker
+from ..makers import CNNBackgroundMaker
+from ..templates import AutoExclusionFoVBackgroundMaker
 from ..utils import atomic_directory
 from .config import CNNAnalysisConfig
 from .fitting import fit_candidates

@@ -1,7 +1,7 @@
 """Map helpers shared by the analysis and its cross-checks.
 
-`energy_integrated_image` is the one energy-summing helper of the package
-(the benchmark uses it too).
+`energy_integrated_image`, the one energy-summing helper of the package, lives in
+`gammapy_cnn.preprocessing` (the template path uses it too) and is importable from here.
 """
 
 import numpy as np
@@ -10,31 +10,9 @@ from gammapy.datasets import MapDatasetOnOff
 from gammapy.maps import Map
 from gammapy.modeling.models import FoVBackgroundModel, Models
 
+from ..preprocessing import energy_integrated_image
+
 __all__ = ["energy_integrated_image"]
-
-
-def energy_integrated_image(cube, mask_safe=None):
-    """Sum a cube over energy (every non-spatial axis) inside the safe mask.
-
-    Parameters
-    ----------
-    cube : `~gammapy.maps.Map`
-        Map with an energy axis (or none).
-    mask_safe : `~gammapy.maps.Map`, optional
-        Bins outside it (False) are left out of the sum.
-
-    Returns
-    -------
-    image : `~gammapy.maps.Map`
-        Dimensionless map that keeps a single energy bin (gammapy's
-        estimators need an energy axis); ``image.data[0]`` is the 2D array.
-    """
-    data = np.asarray(cube.data, dtype=float)
-    if mask_safe is not None:
-        data = data * np.asarray(mask_safe.data, dtype=bool)
-    data = data.reshape((-1,) + data.shape[-2:]).sum(axis=0)
-    geom = cube.geom.squash("energy") if "energy" in cube.geom.axes.names else cube.geom
-    return Map.from_geom(geom, data=data.reshape(geom.data_shape), unit="")
 
 
 def _background_only(dataset):

@@ -16,8 +16,8 @@ from astropy.table import vstack
 from gammapy.datasets import Datasets, MapDataset
 from gammapy.maps import Map, MapAxis
 
-from ..data import _observation_list, background_template, counts_dataset, counts_geom, iter_window_datasets
-from ..makers import AutoExclusionFoVBackgroundMaker
+from ..data import _observation_list, counts_dataset, counts_geom, iter_window_datasets
+from ..templates import AutoExclusionFoVBackgroundMaker, background_template
 from ..utils import ENERGY_RANGE, NATIVE_BINSZ, to_quantity
 from .results import RealtimeResult, WindowResult
 
@@ -245,9 +245,9 @@ class WindowSearch:
         Keep each window's dataset in `WindowResult.dataset` (a `Datasets` of the runs for a stack). Default False.
     background_template : bool, optional
         Whole runs only: give each run's dataset its IRF background
-        (`~gammapy_cnn.data.background_template`), normalised to the counts
+        (`~gammapy_cnn.templates.background_template`), normalised to the counts
         outside the excesses found in them, one mask for the runs of a stack
-        (`~gammapy_cnn.makers.AutoExclusionFoVBackgroundMaker`), for a finder
+        (`~gammapy_cnn.templates.AutoExclusionFoVBackgroundMaker`), for a finder
         that uses the datasets' own background (``CNNSourceFinder(background_network=None)``).
         For sources larger than a counts-only estimate keeps. Default False.
 
