@@ -63,6 +63,10 @@ COLUMNS = {
     "ts_ext": ("", "TS of the extension: 2 dlogL of the fitted size over a point source "
                f"(>= {EXTENDED_TS:g}: extended, ~3 sigma; then also with the neighbouring "
                "candidates fitted as point sources)"),
+    "shell_radius": ("deg", "inner radius of the shell (gammapy's ShellSpatialModel) that fits an extended "
+                     "candidate better than the centrally peaked profile; its centre is then the candidate's "
+                     "position. NaN when no shell fits better"),
+    "shell_width": ("deg", "width of that shell (outer minus inner radius); NaN when no shell fits better"),
 }
 
 

@@ -38,7 +38,16 @@ from .preprocessing import (
     original_stretch,
     pad,
 )
-from .profiles import KING_GAMMA, fit_extension, fit_points, fit_source, king_profile, king_sigma_from_r68  # noqa: F401
+from .profiles import (  # noqa: F401
+    KING_GAMMA,
+    SHELL_TS,
+    fit_extension,
+    fit_points,
+    fit_shell,
+    fit_source,
+    king_profile,
+    king_sigma_from_r68,
+)
 from .runs import as_dataset_list, common_geom, dataset_pointing, reproject_counts, reproject_mask, run_geom
 from .utils import NATIVE_BINSZ, NATIVE_NPIX, to_quantity
 
@@ -48,6 +57,9 @@ __all__ = ["CNNSourceFinder", "CandidateCatalog", "candidates_to_regions", "empt
 FIT_RADIUS = 0.2 * u.deg
 #: Candidates closer than this after refinement are merged (the best one is kept).
 MERGE_RADIUS = 0.1 * u.deg
+#: Extended candidates at least this large are fitted as a shell too (`~gammapy_cnn.profiles.fit_shell`):
+#: below it a shell's limb is not resolved from its centre by the PSF and the centroid is as good.
+SHELL_MIN_EXTENSION = 0.2 * u.deg
 DEFAULT_THRESHOLD = 0.5  # used only by networks without a calibration in their card
 #: King width of a point source in energy-integrated counts of the training IRFs
 #: (CTAO-North-like, index 2-3), for networks whose card does not measure it.
@@ -617,6 +629,8 @@ class CNNSourceFinder(Estimator):
             if row["ts_ext"] >= EXTENDED_TS and on_valid_pixel(mask, ext["x"], ext["y"]):
                 row.update(x=ext["x"], y=ext["y"], significance=np.sqrt(ext["ts"]), excess=ext["amplitude"],
                            pos_err=ext["pos_err"] * binsz * self.pos_err_scale)
+                if row["extension"] >= SHELL_MIN_EXTENSION.to_value("deg"):
+                    self._shell(row, ext, counts_image, background_image, mask, psf_sigma)
             if systematic > 0:
                 # B (1 +- eps) under the source: Poisson variance B plus (eps B)^2
                 size = 2 * max(psf_sigma, row["extension"] / binsz if row["ts_ext"] >= EXTENDED_TS else 0)
@@ -624,6 +638,17 @@ class CNNSourceFinder(Estimator):
                 row["significance"] /= np.sqrt(1 + systematic**2 * under)
             row["background_systematic"] = systematic
         return self._accepted(rows, mask.shape, rescue, min_significance)
+
+    def _shell(self, row, ext, counts, background, mask, psf_sigma):
+        """Give a large extended candidate a shell's centre, size, counts and TS where a shell
+        fits its counts better than the centrally peaked profile (by `SHELL_TS`, same cutout)."""
+        binsz = NATIVE_BINSZ.to_value("deg")
+        shell = fit_shell(counts, background, row["x"], row["y"], row["extension"] / binsz, psf_sigma,
+                          ext["radius"])
+        if shell["ts"] - ext["ts"] >= SHELL_TS and on_valid_pixel(mask, shell["x"], shell["y"]):
+            row.update(x=shell["x"], y=shell["y"], significance=np.sqrt(shell["ts"]), excess=shell["amplitude"],
+                       pos_err=shell["pos_err"] * binsz * self.pos_err_scale,
+                       shell_radius=shell["radius"] * binsz, shell_width=shell["width"] * binsz)
 
     def _accepted(self, rows, shape, rescue, min_significance=None):
         kept = []
@@ -663,7 +688,8 @@ class CNNSourceFinder(Estimator):
             significance=[r.get("significance", np.nan) for r in rows],
             excess=[r.get("excess", np.nan) for r in rows],
             pos_err=pos_err, pos_err_68=pos_err * _R68_FACTOR,
-            **{name: [r.get(name, np.nan) for r in rows] for name in ("extension", "extension_err", "ts_ext")},
+            **{name: [r.get(name, np.nan) for r in rows]
+               for name in ("extension", "extension_err", "ts_ext", "shell_radius", "shell_width")},
         )
         return _make_table(values, meta=meta)
 

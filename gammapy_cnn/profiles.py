@@ -24,6 +24,13 @@ to `MAX_FIT_RADIUS_DEG`), and again with the width fixed at the PSF's:
   (nested models: ~chi2 with 1 degree of freedom at the boundary, so
   ``ts_ext >= 9`` is the usual "extended at 3 sigma").
 
+A centrally peaked profile fitted to a limb-brightened shell misplaces its
+centre: on stacks of a faint 1 deg shell a Gaussian likelihood fit (gammapy's)
+lands 0.06-0.15 deg from it, a shell fit 0.01-0.04 deg. `fit_shell` fits
+gammapy's `~gammapy.modeling.models.ShellSpatialModel` profile, blurred by
+the point-spread function, on the extension fit's cutout; the finder takes
+its centre when it explains the counts better (`SHELL_TS`).
+
 Two point sources a few PSF widths apart are fitted better by one wide
 profile than by one point source, so the finder fits the size again with its
 neighbouring candidates as point sources in the background (`fit_points`):
@@ -31,6 +38,8 @@ a candidate is extended only when it is so both ways.
 """
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
+from scipy.optimize import minimize
 
 __all__ = [
     "KING_GAMMA",
@@ -39,9 +48,11 @@ __all__ = [
     "MIN_GROUP_EXCESS",
     "fit_extension",
     "fit_points",
+    "fit_shell",
     "fit_source",
     "king_profile",
     "king_sigma_from_r68",
+    "shell_profile",
 ]
 
 
@@ -355,3 +366,103 @@ def fit_extension(counts, background, x0, y0, psf_sigma, radius, binsz, max_radi
                 extension_err=float(extension_err),
                 ts_ext=float(max(free["ts"] - point["ts"], 0.0)), ts=float(free["ts"]),
                 amplitude=float(np.exp(free["params"][3])), radius=float(radius))
+
+
+#: A shell fit replaces the extension fit's centroid when it is better by this much
+#: (2 dlogL on the same cutout; the shell has one parameter more: ~3 sigma).
+SHELL_TS = 9.0
+
+
+def shell_profile(xx, yy, x, y, radius, width):
+    """Surface brightness of a projected spherical shell (gammapy's
+    `~gammapy.modeling.models.ShellSpatialModel`), normalised to 1 over the plane.
+
+    ``radius`` is the inner radius and ``width`` the shell's thickness, in the
+    units of ``xx``, ``yy`` (pixels).
+    """
+    r2 = (xx - x) ** 2 + (yy - y) ** 2
+    outer = radius + width
+    value = np.sqrt(np.clip(outer**2 - r2, 0, None)) - np.sqrt(np.clip(radius**2 - r2, 0, None))
+    return value * 3 / (2 * np.pi * (outer**3 - radius**3))
+
+
+def fit_shell(counts, background, x0, y0, size, psf_sigma, radius):
+    """Poisson fit of a shell over a fixed background: centre, inner radius, width, counts.
+
+    The profile is `shell_profile` blurred by a Gaussian of the point-spread
+    function's width, fitted on the cutout of ``radius`` pixels around
+    (``x0``, ``y0``) with the centre free within half of it. Started from a
+    thin shell of outer radius ``1.25 size`` (a thin shell's Gaussian-equivalent
+    size is ~0.8 of its radius).
+
+    Parameters
+    ----------
+    counts, background : `~numpy.ndarray`
+        (ny, nx) energy-integrated images.
+    x0, y0 : float
+        Start centre (pixels), e.g. the extension fit's centroid.
+    size : float
+        Gaussian-equivalent size of the candidate (pixels), e.g. its extension.
+    psf_sigma : float
+        Width of the point-spread function (pixels).
+    radius : float
+        Radius of the fitted cutout (pixels).
+
+    Returns
+    -------
+    result : dict
+        ``x``, ``y`` and ``pos_err`` (pixels, 1 sigma per axis from the
+        curvature of the likelihood), ``radius`` and ``width`` (pixels),
+        ``amplitude`` (source counts) and ``ts`` (against background only).
+    """
+    counts, background = np.asarray(counts, float), np.asarray(background, float)
+    ys, xs, xx, yy = _cutout(counts, x0, y0, radius)
+    shape = (ys.stop - ys.start, xs.stop - xs.start)
+    c = counts[ys, xs].ravel()
+    b = np.maximum(background[ys, xs].ravel(), 1e-6)
+    blur = max(float(psf_sigma), MIN_WIDTH)
+    outer = max(1.25 * float(size), 2 * blur)
+    excess = max(float(np.sum(c - b)), 1.0)
+    start = np.array([x0, y0, np.log(0.8 * outer), np.log(0.2 * outer), np.log(excess)])
+    half = radius / 2
+    bounds = [(x0 - half, x0 + half), (y0 - half, y0 + half), (np.log(MIN_WIDTH), np.log(radius)),
+              (np.log(MIN_WIDTH), np.log(radius)), (np.log(0.1), np.log(1e7))]
+
+    def npred(p):
+        profile = shell_profile(xx, yy, p[0], p[1], np.exp(p[2]), np.exp(p[3]))
+        return b + np.exp(p[4]) * gaussian_filter(profile.reshape(shape), blur, mode="constant").ravel()
+
+    def cash(p):
+        mu = npred(p)
+        return float(np.sum(mu - c * np.log(mu)))
+
+    # finite differences over a fraction of a pixel: the profile is sampled at pixel centres
+    fit = minimize(cash, start, method="L-BFGS-B", bounds=bounds, options=dict(eps=1e-3, maxiter=200))
+    p = fit.x
+    pos_err = _curvature_error(cash, p, step=0.25)
+    value0 = float(np.sum(b - c * np.log(b)))
+    return dict(x=float(p[0]), y=float(p[1]), pos_err=float(min(pos_err, radius)), radius=float(np.exp(p[2])),
+                width=float(np.exp(p[3])), amplitude=float(np.exp(p[4])), ts=max(2 * (value0 - fit.fun), 0.0))
+
+
+def _curvature_error(function, p, step):
+    """1-sigma error per axis of the first two parameters (a position): the other parameters
+    profiled out through the inverse of the numerical Hessian of ``function`` (-log L)."""
+    n = len(p)
+    steps = np.full(n, step)
+    steps[2:] = 0.02  # log parameters
+    hessian = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            def at(si, sj):
+                q = p.copy()
+                q[i] += si * steps[i]
+                q[j] += sj * steps[j]
+                return function(q)
+            value = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * steps[i] * steps[j])
+            hessian[i, j] = hessian[j, i] = value
+    try:
+        cov = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return np.inf
+    return float(np.sqrt(max((cov[0, 0] + cov[1, 1]) / 2, 0)))
