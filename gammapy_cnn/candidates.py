@@ -19,6 +19,7 @@ from gammapy.modeling.models import (
     Models,
     PointSpatialModel,
     PowerLawSpectralModel,
+    ShellSpatialModel,
     SkyModel,
 )
 from regions import CircleSkyRegion, PointSkyRegion, Regions
@@ -130,10 +131,11 @@ def _source_name(ra, dec):
 class CandidateObject(SourceCatalogObject):
     """One candidate, with the `SourceCatalogObject` interface.
 
-    ``spatial_model()`` is a point source at the candidate, or a Gaussian of
-    sigma ``extension`` for an extended one (``ts_ext >= EXTENDED_TS``);
-    ``spectral_model()`` a power law of index 2.5 whose amplitude is a
-    placeholder to be fitted.
+    ``spatial_model()`` is a point source at the candidate, a Gaussian of
+    sigma ``extension`` for an extended one (``ts_ext >= EXTENDED_TS``), or a
+    shell of ``shell_radius`` and ``shell_width`` where the finder found a
+    shell to fit better; ``spectral_model()`` a power law of index 2.5 whose
+    amplitude is a placeholder to be fitted.
     """
 
     @property
@@ -146,7 +148,11 @@ class CandidateObject(SourceCatalogObject):
     def spatial_model(self):
         ra = u.Quantity(self.data["RA"], "deg")
         dec = u.Quantity(self.data["DEC"], "deg")
-        if self.is_extended:
+        shell_radius = u.Quantity(self.data.get("shell_radius", np.nan), "deg")
+        if self.is_extended and np.isfinite(shell_radius):
+            model = ShellSpatialModel(lon_0=ra, lat_0=dec, radius=shell_radius,
+                                      width=u.Quantity(self.data["shell_width"], "deg"), frame="icrs")
+        elif self.is_extended:
             model = GaussianSpatialModel(lon_0=ra, lat_0=dec, sigma=u.Quantity(self.data["extension"], "deg"),
                                          frame="icrs")
             err = u.Quantity(self.data.get("extension_err", np.nan), "deg").value
