@@ -647,8 +647,9 @@ class CNNSourceFinder(Estimator):
                           ext["radius"])
         if shell["ts"] - ext["ts"] >= SHELL_TS and on_valid_pixel(mask, shell["x"], shell["y"]):
             row.update(x=shell["x"], y=shell["y"], significance=np.sqrt(shell["ts"]), excess=shell["amplitude"],
-                       pos_err=shell["pos_err"] * binsz * self.pos_err_scale,
                        shell_radius=shell["radius"] * binsz, shell_width=shell["width"] * binsz)
+            if shell["pos_err"] < ext["radius"]:  # else a parameter at its bound: the centroid's error stays
+                row["pos_err"] = shell["pos_err"] * binsz * self.pos_err_scale
 
     def _accepted(self, rows, shape, rescue, min_significance=None):
         kept = []

@@ -371,6 +371,8 @@ def fit_extension(counts, background, x0, y0, psf_sigma, radius, binsz, max_radi
 #: A shell fit replaces the extension fit's centroid when it is better by this much
 #: (2 dlogL on the same cutout; the shell has one parameter more: ~3 sigma).
 SHELL_TS = 9.0
+#: Cutouts of at least twice this radius (pixels; 0.8 deg on native pixels) are fitted on 2 x 2 blocks.
+SHELL_BLOCK_RADIUS = 16
 
 
 def shell_profile(xx, yy, x, y, radius, width):
@@ -415,11 +417,19 @@ def fit_shell(counts, background, x0, y0, size, psf_sigma, radius):
         curvature of the likelihood), ``radius`` and ``width`` (pixels),
         ``amplitude`` (source counts) and ``ts`` (against background only).
     """
-    counts, background = np.asarray(counts, float), np.asarray(background, float)
-    ys, xs, xx, yy = _cutout(counts, x0, y0, radius)
-    shape = (ys.stop - ys.start, xs.stop - xs.start)
-    c = counts[ys, xs].ravel()
-    b = np.maximum(background[ys, xs].ravel(), 1e-6)
+    ys, xs, _, _ = _cutout(counts, x0, y0, radius)
+    # a cutout of a degree or more is fitted on 2 x 2 pixel blocks: a quarter of the work
+    block = 2 if radius >= 2 * SHELL_BLOCK_RADIUS else 1
+    ny, nx = ((ys.stop - ys.start) // block, (xs.stop - xs.start) // block)
+
+    def blocks(image):
+        image = np.asarray(image, float)[ys, xs][: ny * block, : nx * block]
+        return image.reshape(ny, block, nx, block).sum(axis=(1, 3)).ravel()
+
+    c, b = blocks(counts), np.maximum(blocks(background), 1e-6)
+    yy, xx = np.mgrid[:ny, :nx]
+    xx = (xs.start + block * xx + (block - 1) / 2).ravel().astype(float)
+    yy = (ys.start + block * yy + (block - 1) / 2).ravel().astype(float)
     blur = max(float(psf_sigma), MIN_WIDTH)
     outer = max(1.25 * float(size), 2 * blur)
     excess = max(float(np.sum(c - b)), 1.0)
@@ -429,8 +439,8 @@ def fit_shell(counts, background, x0, y0, size, psf_sigma, radius):
               (np.log(MIN_WIDTH), np.log(radius)), (np.log(0.1), np.log(1e7))]
 
     def npred(p):
-        profile = shell_profile(xx, yy, p[0], p[1], np.exp(p[2]), np.exp(p[3]))
-        return b + np.exp(p[4]) * gaussian_filter(profile.reshape(shape), blur, mode="constant").ravel()
+        profile = shell_profile(xx, yy, p[0], p[1], np.exp(p[2]), np.exp(p[3])) * block**2
+        return b + np.exp(p[4]) * gaussian_filter(profile.reshape(ny, nx), blur / block, mode="constant").ravel()
 
     def cash(p):
         mu = npred(p)
@@ -465,4 +475,6 @@ def _curvature_error(function, p, step):
         cov = np.linalg.inv(hessian)
     except np.linalg.LinAlgError:
         return np.inf
-    return float(np.sqrt(max((cov[0, 0] + cov[1, 1]) / 2, 0)))
+    variance = (cov[0, 0] + cov[1, 1]) / 2
+    # not a minimum in every direction (a parameter at its bound): no error from the curvature
+    return float(np.sqrt(variance)) if variance > 0 and np.all(np.linalg.eigvalsh(hessian) > 0) else np.inf

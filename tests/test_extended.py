@@ -11,7 +11,7 @@ from astropy.table import Table
 from gammapy.datasets import Datasets, MapDataset
 from gammapy.makers import FoVBackgroundMaker
 from gammapy.maps import Map, WcsGeom
-from gammapy.modeling.models import GaussianSpatialModel, PointSpatialModel
+from gammapy.modeling.models import GaussianSpatialModel, PointSpatialModel, ShellSpatialModel
 from regions import CircleSkyRegion
 
 from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder
@@ -19,7 +19,7 @@ from gammapy_cnn.candidates import CandidateCatalog
 from gammapy_cnn.finders import SIGNIFICANCE_RULE
 from gammapy_cnn.makers import PartialFieldWarning, WobbleStackWarning
 from gammapy_cnn.peaks import same_source
-from gammapy_cnn.profiles import fit_extension, fit_points, fit_source, king_profile
+from gammapy_cnn.profiles import SHELL_TS, fit_extension, fit_points, fit_shell, fit_source, king_profile
 from gammapy_cnn.runs import common_geom, dataset_pointing, reproject_counts, run_geom
 from gammapy_cnn.simulation import MapParameters, SourceParameters
 from gammapy_cnn.templates import AutoExclusionFoVBackgroundMaker
@@ -286,7 +286,35 @@ def test_template_with_auto_exclusion_keeps_a_shell_only_the_stack_shows(templat
     table = CNNSourceFinder(background_network=None)(auto)
     separation = SkyCoord(table["RA"], table["DEC"], unit="deg").separation(TARGET).deg
     nearest = table[np.argmin(separation)]
-    assert separation.min() < 0.2 and nearest["ts_ext"] > 25, table  # found as an extended source
+    assert separation.min() < 0.1 and nearest["ts_ext"] > 25, table  # found as an extended source, at its centre
+    assert nearest["shell_radius"] + nearest["shell_width"] == pytest.approx(1.0, rel=0.2)  # as a shell
+    model = CandidateCatalog(table[[np.argmin(separation)]]).to_models()[0].spatial_model
+    assert isinstance(model, ShellSpatialModel)
+
+
+def test_shell_fit_finds_the_centre_a_peaked_profile_misses(template):
+    """The centrally peaked extension fit misplaces a 1 deg shell's centre; the shell fit, which
+    explains the counts better, does not; a Gaussian is not taken for a shell."""
+    binsz = template.binsz.to_value("deg")
+    background = template.background(1800).sum(axis=0)
+    point = template.source_cube(100, 100, 1800, 1.0, 2.5).sum(axis=0)
+    psf = fit_source(np.random.default_rng(7).poisson(background + point), background, 100, 100, 8)["sigma"]
+    for morphology, size, width in (("shell", 0.9, 0.1), ("gaussian", 0.5, 0.0)):
+        source = template.source_cube(103, 98, 1800, 0.5, 2.5, size, morphology, width).sum(axis=0)
+        peaked, shell = [], []
+        for seed in range(3):
+            counts = np.random.default_rng(seed).poisson(background + source)
+            ext = fit_extension(counts, background, 103, 98, psf, 8, binsz)
+            fit = fit_shell(counts, background, ext["x"], ext["y"], ext["extension"] / binsz, psf, ext["radius"])
+            peaked.append(np.hypot(ext["x"] - 103, ext["y"] - 98) * binsz)
+            shell.append(np.hypot(fit["x"] - 103, fit["y"] - 98) * binsz)
+            if morphology == "shell":
+                assert fit["ts"] - ext["ts"] > SHELL_TS
+                assert (fit["radius"] + fit["width"]) * binsz == pytest.approx(1.0, rel=0.15)
+            else:
+                assert fit["ts"] - ext["ts"] < SHELL_TS
+        if morphology == "shell":
+            assert np.median(shell) < 0.05 and np.median(shell) < np.median(peaked) / 2
 
 
 def test_template_with_auto_exclusion_inputs(template):
