@@ -39,8 +39,12 @@ def test_run_many_is_run_on_each_with_one_network_call(template, tiny_networks):
     for dataset, table in zip(datasets, many):
         alone = finder(dataset)
         assert len(alone) == len(table)
-        for name in ("x", "y", "score", "significance", "excess"):
-            np.testing.assert_allclose(table[name], alone[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        # the batch goes through TensorFlow, a single map through LiteRT: network outputs equal to
+        # float32 rounding, which a local fit of a faint candidate (converged to 1e-4 in log L)
+        # carries into its 5th digit on some CPUs (AMD EPYC: 1.7e-5 on 1.17 counts)
+        np.testing.assert_allclose(table["score"], alone["score"], rtol=1e-5, atol=1e-6, err_msg="score")
+        for name in ("x", "y", "significance", "excess"):
+            np.testing.assert_allclose(table[name], alone[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_empty_table_same_columns(template, tiny_networks):
