@@ -61,11 +61,11 @@ from gammapy.stats import CashCountsStatistic
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from hess_dr1 import ENERGY_MAX, OFFSET_MAX, energy_thresholds  # noqa: E402
+from template_hess import search  # noqa: E402  (find and find --background-network template on runs)
 
-from gammapy_cnn import CNNBackgroundMaker, CNNSourceFinder  # noqa: E402
+from gammapy_cnn import CNNBackgroundMaker  # noqa: E402
 from gammapy_cnn.data import counts_dataset, counts_geom, read_observations  # noqa: E402
 from gammapy_cnn.example_data import find_hess_dr1  # noqa: E402
-from gammapy_cnn.realtime import WindowSearch  # noqa: E402
 from gammapy_cnn.templates import AutoExclusionFoVBackgroundMaker, background_template  # noqa: E402
 from gammapy_cnn.utils import cpu_model, write_text_atomic  # noqa: E402
 
@@ -165,13 +165,6 @@ def aperture_sums(observations, thresholds):
 
 def sqrt_ts(n_on, background):
     return float(CashCountsStatistic(n_on=n_on, mu_bkg=background).sqrt_ts)
-
-
-def search(observations, thresholds, template):
-    finder = CNNSourceFinder(background_network=None if template else "default")
-    windows = WindowSearch(finder, energy_min=lambda obs: thresholds[int(obs.obs_id)], energy_max=ENERGY_MAX,
-                           offset_max=OFFSET_MAX, background_template=template)
-    return windows.whole_run(observations).candidates
 
 
 def describe(table):
