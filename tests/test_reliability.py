@@ -282,7 +282,9 @@ def test_single_maps_run_through_litert_as_through_tensorflow(tiny_networks):
             np.testing.assert_allclose(pick(lite), pick(alone), rtol=0, atol=1e-5 * np.abs(pick(alone)).max())
             for out in again:
                 np.testing.assert_array_equal(pick(out), pick(lite))
-            np.testing.assert_array_equal(pick(batch)[:1], pick(alone))  # TensorFlow's, bit for bit
+            # TensorFlow's both: bit for bit on some CPUs, to float32 rounding where oneDNN picks
+            # other kernels for a batch of 3 than for one map (AMD EPYC: 6e-8 on values of 0.94)
+            np.testing.assert_allclose(pick(batch)[:1], pick(alone), rtol=1e-6, atol=1e-7)
 
 
 def test_without_litert_single_maps_run_through_tensorflow(tiny_networks, monkeypatch):
