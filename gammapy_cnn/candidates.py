@@ -34,9 +34,9 @@ __all__ = [
     "write_ds9",
 ]
 
+from .profiles import EXTENDED_TS
+
 _R68_FACTOR = np.sqrt(-2 * np.log(1 - 0.68))  # 68% radius / sigma of a 2D Gaussian
-#: A candidate is extended when its ``ts_ext`` reaches this (~3 sigma, 1 degree of freedom).
-EXTENDED_TS = 9.0
 
 COLUMNS = {
     "Source_Name": ("", "candidate name, gammapy catalogue style (CNN JHHMM.m+DDMM)"),

@@ -44,6 +44,7 @@ from .profiles import (  # noqa: F401
     fit_extension,
     fit_points,
     fit_shell,
+    fit_size,
     fit_source,
     king_profile,
     king_sigma_from_r68,
@@ -92,25 +93,6 @@ def _stacklevel_outside_package():
     while frame is not None and frame.f_globals.get("__name__", "").startswith("gammapy_cnn"):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _neighbours_image(counts, background, points, i, psf_sigma, ext):
-    """The other candidates inside candidate ``i``'s extension fit, as point sources: their image, or None.
-
-    Their counts are fitted together with a point source at ``points[i]``
-    (`~gammapy_cnn.profiles.fit_points`) on that fit's cutout. Candidates
-    within `MERGE_RADIUS` of ``i`` are the same source and left out.
-    """
-    merge = MERGE_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
-    x, y = points[i]
-    neighbours = [(px, py) for k, (px, py) in enumerate(points) if k != i
-                  and np.hypot(px - x, py - y) > merge and np.hypot(px - ext["x"], py - ext["y"]) < ext["radius"]]
-    if not neighbours:
-        return None
-    xs, ys = zip(*([(x, y)] + neighbours))
-    amplitudes = fit_points(counts, background, xs, ys, psf_sigma, ext["x"], ext["y"], ext["radius"])
-    yy, xx = np.indices(counts.shape)
-    return sum(a * king_profile(xx, yy, px, py, psf_sigma) for a, (px, py) in zip(amplitudes[1:], neighbours))
 
 
 def _per_energy(data, dataset, grid):
@@ -575,7 +557,7 @@ class CNNSourceFinder(Estimator):
         Each peak gets the point-source fit (position, counts, TS), then the
         extension fit (`~gammapy_cnn.profiles.fit_extension`); a size found
         there is fitted again with the other peaks in its cutout as point
-        sources in the background (`_neighbours_image`), and kept only when
+        sources in the background (`~gammapy_cnn.profiles.fit_size`), and kept only when
         it stays significant: two bright sources 0.5 deg apart stay two, not
         one wide source between them, while the peaks along a shell, which
         do not explain it, leave its size as it was (and a peak of the shell
@@ -614,16 +596,11 @@ class CNNSourceFinder(Estimator):
                 row.update(x=fit["x"], y=fit["y"])
             rows.append(row)
         points = [(row["x"], row["y"]) for row in rows]
+        merge = MERGE_RADIUS.to_value("deg") / binsz
         for i, row in enumerate(rows):
-            ext = fit_extension(counts_image, background_image, row["x"], row["y"], psf_sigma, radius, binsz)
-            if ext["ts_ext"] >= EXTENDED_TS:
-                neighbours = _neighbours_image(counts_image, background_image, points, i, psf_sigma, ext)
-                if neighbours is not None:
-                    given = fit_extension(counts_image, background_image + neighbours, row["x"], row["y"],
-                                          psf_sigma, radius, binsz)
-                    if given["ts_ext"] < EXTENDED_TS:  # its neighbours, as point sources, explain its size
-                        row["wide_centroid"] = (ext["x"], ext["y"])
-                        ext = given
+            ext, wide_centroid = fit_size(counts_image, background_image, points, i, psf_sigma, radius, binsz, merge)
+            if wide_centroid is not None:
+                row["wide_centroid"] = wide_centroid
             row.update(extension=ext["extension"], extension_err=ext["extension_err"], ts_ext=ext["ts_ext"])
             # the centroid of a large source may fall where the map is masked: then the peak stays
             if row["ts_ext"] >= EXTENDED_TS and on_valid_pixel(mask, ext["x"], ext["y"]):

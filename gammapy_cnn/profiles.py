@@ -33,7 +33,7 @@ its centre when it explains the counts better (`SHELL_TS`).
 
 Two point sources a few PSF widths apart are fitted better by one wide
 profile than by one point source, so the finder fits the size again with its
-neighbouring candidates as point sources in the background (`fit_points`):
+neighbouring candidates as point sources in the background (`fit_size`, with `fit_points`):
 a candidate is extended only when it is so both ways.
 """
 
@@ -42,6 +42,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.optimize import minimize
 
 __all__ = [
+    "EXTENDED_TS",
     "KING_GAMMA",
     "KING_PER_GAUSSIAN_SIGMA",
     "MAX_FIT_RADIUS_DEG",
@@ -49,6 +50,7 @@ __all__ = [
     "fit_extension",
     "fit_points",
     "fit_shell",
+    "fit_size",
     "fit_source",
     "king_profile",
     "king_sigma_from_r68",
@@ -56,6 +58,8 @@ __all__ = [
 ]
 
 
+#: A candidate is extended when its ``ts_ext`` reaches this (~3 sigma, 1 degree of freedom).
+EXTENDED_TS = 9.0
 #: Energy bins are grouped so that each group holds at least this many fitted
 #: source counts; a source with fewer than twice this is fitted energy-integrated.
 MIN_GROUP_EXCESS = 6.0
@@ -292,6 +296,54 @@ def fit_points(counts, background, xs, ys, psf_sigma, x0, y0, radius):
         if converged:
             break
     return amplitudes
+
+
+def fit_size(counts, background, points, i, psf_sigma, radius, binsz, merge):
+    """The size of candidate ``i`` among ``points``: `fit_extension`, checked against its neighbours.
+
+    A size found extended (``ts_ext >= EXTENDED_TS``) is fitted again with the
+    other candidates inside the fit's cutout, farther than ``merge`` pixels (the
+    same source), as point sources in the background, their counts fitted
+    together with a point source at this candidate (`fit_points`). When the
+    size is then no longer significant, the neighbours explain it and the
+    second fit stands.
+
+    Parameters
+    ----------
+    counts, background : `~numpy.ndarray`
+        (ny, nx) energy-integrated images (native pixels).
+    points : list of (float, float)
+        Every candidate's position (pixels).
+    i : int
+        The candidate.
+    psf_sigma, radius, binsz : float
+        As `fit_extension` takes them.
+    merge : float
+        Candidates this close (pixels) are the same source.
+
+    Returns
+    -------
+    ext : dict
+        The `fit_extension` result that stands.
+    wide_centroid : tuple of float or None
+        The first fit's centroid when the neighbours explained its size, else None.
+    """
+    x, y = points[i]
+    ext = fit_extension(counts, background, x, y, psf_sigma, radius, binsz)
+    if ext["ts_ext"] < EXTENDED_TS:
+        return ext, None
+    neighbours = [(px, py) for k, (px, py) in enumerate(points) if k != i
+                  and np.hypot(px - x, py - y) > merge and np.hypot(px - ext["x"], py - ext["y"]) < ext["radius"]]
+    if not neighbours:
+        return ext, None
+    xs, ys = zip(*([(x, y)] + neighbours))
+    amplitudes = fit_points(counts, background, xs, ys, psf_sigma, ext["x"], ext["y"], ext["radius"])
+    yy, xx = np.indices(counts.shape)
+    others = sum(a * king_profile(xx, yy, px, py, psf_sigma) for a, (px, py) in zip(amplitudes[1:], neighbours))
+    given = fit_extension(counts, background + others, x, y, psf_sigma, radius, binsz)
+    if given["ts_ext"] < EXTENDED_TS:
+        return given, (ext["x"], ext["y"])
+    return ext, None
 
 
 def _cutout(image, x0, y0, radius):
