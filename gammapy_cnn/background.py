@@ -12,7 +12,7 @@ gammapy object.
 import functools
 
 import numpy as np
-from scipy.ndimage import binary_dilation, gaussian_filter
+from scipy.ndimage import gaussian_filter1d
 
 __all__ = ["away_from_excesses", "fit_to_counts", "refit_shape", "split_in_energy", "systematic_fraction"]
 
@@ -37,16 +37,48 @@ def away_from_excesses(counts, background, mask, scales=EXCESS_SCALES):
     residual = (counts - background) * mask
     for sigma in scales:
         block = max(int(sigma // 2), 1)
-        excess = gaussian_filter(_block_sum(residual, block), sigma / block)
+        excess = _gaussian_smoothed(_block_sum(residual, block), sigma / block)
         # the background is smooth on 0.2 deg cells: its own smoothing would change nothing
         expected = np.maximum(_block_sum(background, block), 1e-3 * block**2)
         noise = np.sqrt(expected / (4 * np.pi * (sigma / block) ** 2))
         significant = excess / noise > SOURCE_MASK_SIGNIFICANCE
         if significant.any():  # most fields have no excess: nothing to widen
-            significant = binary_dilation(significant, iterations=max(int(round(sigma / block)), 1))
-            source |= np.repeat(np.repeat(significant, block, axis=0), block, axis=1)[: mask.shape[0], : mask.shape[1]]
+            significant = _dilated(significant, max(int(round(sigma / block)), 1))
+            by, bx = significant.shape
+            upsampled = np.broadcast_to(significant[:, None, :, None], (by, block, bx, block))
+            source |= upsampled.reshape(by * block, bx * block)[: mask.shape[0], : mask.shape[1]]
     keep = mask & ~source
     return keep if keep.any() else mask
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_matrix(n, sigma):
+    """The (n, n) matrix of scipy's `~scipy.ndimage.gaussian_filter1d` (``reflect`` edges) on ``n``
+    samples. Cached: the maps of a run share their shapes, and on them a matrix product is several
+    times faster than the filter."""
+    matrix = gaussian_filter1d(np.eye(n), sigma, axis=0)
+    matrix.flags.writeable = False
+    return matrix
+
+
+def _gaussian_smoothed(image, sigma):
+    """``gaussian_filter(image, sigma)`` (``reflect`` edges), as two matrix products."""
+    ny, nx = image.shape
+    return _gaussian_matrix(ny, sigma) @ image @ _gaussian_matrix(nx, sigma).T
+
+
+def _dilated(image, iterations):
+    """``binary_dilation(image, iterations=iterations)`` (the 4-connected cross, zero outside),
+    by shifted copies: pixels within a city-block distance ``iterations`` of a true one."""
+    out = image.copy()
+    for _ in range(iterations):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
 
 
 def _block_sum(image, block):
@@ -124,6 +156,22 @@ def _shape_design(by, bx, block, cx, cy):
                           (((yb + 0.5) * block - 0.5 - cy) / (by * block / 2)).ravel())
     design.flags.writeable = False
     return design
+
+
+@functools.lru_cache(maxsize=16)
+def _shape_pixels(ny, nx, half_x, half_y, cx, cy):
+    """The shape correction's coordinates on every pixel: the knot interval of the radius and
+    the radius beyond that interval's first knot (`_SHAPE_KNOTS`; clamped at the last knot, as
+    `numpy.interp`), and x, y in half-widths. Cached, as `_shape_design`: a full map's radii
+    and their interpolation took most of a refit's time."""
+    x = ((np.arange(nx) - cx) / half_x)[None, :]
+    y = ((np.arange(ny) - cy) / half_y)[:, None]
+    r = np.minimum(np.hypot(x, y), _SHAPE_KNOTS[-1])
+    index = np.clip(np.searchsorted(_SHAPE_KNOTS, r, side="right") - 1, 0, len(_SHAPE_KNOTS) - 2)
+    offset = r - _SHAPE_KNOTS[index]
+    for array in (index, offset, x, y):
+        array.flags.writeable = False
+    return index, offset, x, y
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,17 +259,16 @@ def refit_shape(counts, background, keep, block=8, min_delta_ts=25.0, centre=Non
     delta_ts = 2 * np.sum(n * (log_factor - np.log(norm)) - (mu - b * norm))
     if not np.isfinite(delta_ts) or delta_ts < min_delta_ts:
         return background, False
-    x = ((np.arange(nx) - cx) / (bx * block / 2))[None, :]
-    y = ((np.arange(ny) - cy) / (by * block / 2))[:, None]
     k = len(_SHAPE_KNOTS)  # sum of tents weighted by their parameters = interpolation of them
-    log_factor = (np.interp(np.hypot(x, y), _SHAPE_KNOTS, params[:k])
-                  + params[k] * x + params[k + 1] * y)
+    index, offset, x, y = _shape_pixels(ny, nx, bx * block / 2, by * block / 2, cx, cy)
+    slopes = np.diff(params[:k]) / np.diff(_SHAPE_KNOTS)
+    log_factor = np.take(params[:k], index) + np.take(slopes, index) * offset + params[k] * x + params[k + 1] * y
     # outside the blocks' range (the map's corners) the gradient extrapolates: bound it too
     log_factor = np.clip(log_factor, -MAX_LOG_FACTOR, MAX_LOG_FACTOR)
     return background * np.exp(log_factor), True
 
 
-def split_in_energy(background, cube, counts, mask, exclude=None, centre=None, safe=None):
+def split_in_energy(background, cube, counts, mask, exclude=None, centre=None, safe=None, source_free=None):
     """The background image split in energy like the counts away from sources.
 
     The one rule for which pixels make the spectrum: the valid pixels
@@ -254,13 +301,15 @@ def split_in_energy(background, cube, counts, mask, exclude=None, centre=None, s
     safe : `~numpy.ndarray`, optional
         (n_energy, ny, nx) bool, where each bin's counts are valid (``cube``
         is zero elsewhere). Default: everywhere.
+    source_free : `~numpy.ndarray`, optional
+        ``away_from_excesses(counts, background, mask)`` when the caller has it already.
 
     Returns
     -------
     background : `~numpy.ndarray`
         (n_energy, ny, nx).
     """
-    keep = away_from_excesses(counts, background, mask)
+    keep = away_from_excesses(counts, background, mask) if source_free is None else source_free
     if exclude is not None and (keep & ~exclude).any():
         keep = keep & ~exclude
     per_energy = np.asarray(cube, float).reshape(len(cube), -1) @ keep.ravel().astype(float)

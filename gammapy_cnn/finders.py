@@ -500,15 +500,17 @@ class CNNSourceFinder(Estimator):
         # per-energy cubes only now: most real-time fields have no candidate,
         # and a large map's cube costs memory
         cube = _per_energy(dataset.counts.data, dataset, grid)
+        source_free = None
         if background is not None:
             radius = FIT_RADIUS.to_value("deg") / NATIVE_BINSZ.to_value("deg")
+            source_free = away_from_excesses(counts, background, mask)  # the split's and the systematics'
             # the spectrum as CNNBackgroundMaker.run makes it, the candidates' discs left out too
-            background_cube = split_in_energy(background, cube, counts, mask,
+            background_cube = split_in_energy(background, cube, counts, mask, source_free=source_free,
                                               exclude=candidate_discs(mask.shape, xs, ys, 1.5 * radius))
         else:
             background_cube = _per_energy(dataset.npred_background().data, dataset, grid)
         return self._refined(xs, ys, scores, cube, background_cube, mask,
-                             self._psf_sigma_pixels(dataset, cube), self.rescue_rule)
+                             self._psf_sigma_pixels(dataset, cube), self.rescue_rule, source_free=source_free)
 
     def _heatmap_peaks(self, network, counts, mask, cleaner=None):
         """Heatmap peaks above the lowest score that can be kept, per (n, ny, nx) map: x, y
@@ -551,7 +553,8 @@ class CNNSourceFinder(Estimator):
         sigma = (self.calibration or {}).get("psf_sigma_deg", DEFAULT_PSF_SIGMA.to_value("deg"))
         return float(sigma) / binsz
 
-    def _refined(self, xs, ys, scores, cube, background_cube, mask, psf_sigma, rescue, min_significance=None):
+    def _refined(self, xs, ys, scores, cube, background_cube, mask, psf_sigma, rescue, min_significance=None,
+                 source_free=None):
         """Candidates refined by the local fits, kept by the detection rules, merged, best first.
 
         Each peak gets the point-source fit (position, counts, TS), then the
@@ -564,15 +567,17 @@ class CNNSourceFinder(Estimator):
         whose size they explain is still merged into it:
         `~gammapy_cnn.peaks.same_source`). An extended one
         (``ts_ext >= EXTENDED_TS``) takes the extension fit's centroid, counts
-        and TS. ``min_significance``: the significance rule's sqrt(TS) (joint runs), or None.
+        and TS. ``min_significance``: the significance rule's sqrt(TS) (joint runs), or None;
+        ``source_free``: `~gammapy_cnn.background.away_from_excesses` of the images, when known.
         """
         binsz = NATIVE_BINSZ.to_value("deg")
         radius = FIT_RADIUS.to_value("deg") / binsz
         counts_image, background_image = cube.sum(axis=0), background_cube.sum(axis=0)
         systematic = 0.0
         if self.systematics:
-            source_free = away_from_excesses(counts_image, background_image, mask)
-            source_free &= ~candidate_discs(mask.shape, xs, ys, radius)
+            if source_free is None:
+                source_free = away_from_excesses(counts_image, background_image, mask)
+            source_free = source_free & ~candidate_discs(mask.shape, xs, ys, radius)
             systematic = systematic_fraction(counts_image, background_image, source_free)
         rows = []
         for px, py, score in zip(xs, ys, scores):

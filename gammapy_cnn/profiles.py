@@ -170,23 +170,28 @@ def _fit_profile(c, b, xx, yy, start, radius, width_range=None):
     eye = np.eye(n)[:, :, None]  # a band's width and amplitude act on its own pixels only
 
     def model(p):
+        """The expected counts, and what their gradient needs."""
         x, y = p[:2]
         s2 = np.exp(2 * p[2 : 2 + n])[:, None]
         a = np.exp(p[2 + n :])[:, None]
         u = ((xx - x) ** 2 + (yy - y) ** 2) / (2 * KING_GAMMA * s2)
         ag = a * (1 - 1 / KING_GAMMA) / (2 * np.pi * s2) * (1 + u) ** -KING_GAMMA
+        return (b + ag).ravel(), (x, y, s2, u, ag)
+
+    def gradients(x, y, s2, u, ag):
         d_pos = ag / (s2 * (1 + u))  # d(model)/dx = d_pos * (xx - x)
-        grads = np.concatenate([
+        return np.concatenate([
             (d_pos * (xx - x))[None], (d_pos * (yy - y))[None],
             eye * (ag * (2 * KING_GAMMA * u / (1 + u) - 2))[None], eye * ag[None],
         ]).reshape(2 + 2 * n, -1)
-        return (b + ag).ravel(), grads
 
     data = c.ravel()
     p = np.clip(start, low, high)
     # Fisher scoring (Gauss-Newton for Poisson data) with step halving: converges in
-    # ~10 steps of tens of microseconds, with no optimiser threads or overhead.
-    mu, grads = model(p)
+    # ~10 steps of tens of microseconds, with no optimiser threads or overhead. The
+    # gradient is computed for accepted steps only: about half the trials are halved.
+    mu, parts = model(p)
+    grads = gradients(*parts)
     value = np.sum(mu - data * np.log(mu))
     for _ in range(30):
         score = grads @ (data / mu - 1)
@@ -197,7 +202,7 @@ def _fit_profile(c, b, xx, yy, start, radius, width_range=None):
             break
         for _ in range(8):
             trial = np.clip(p + step, low, high)
-            mu_t, grads_t = model(trial)
+            mu_t, parts = model(trial)
             value_t = np.sum(mu_t - data * np.log(mu_t))
             if value_t <= value:
                 break
@@ -205,7 +210,7 @@ def _fit_profile(c, b, xx, yy, start, radius, width_range=None):
         else:
             break
         converged = value - value_t < 1e-4  # of a log-likelihood: far below any error
-        p, mu, grads, value = trial, mu_t, grads_t, value_t
+        p, mu, grads, value = trial, mu_t, gradients(*parts), value_t
         if converged:
             break
     try:

@@ -222,3 +222,32 @@ def test_one_energy_split_rule():
     assert abs(half[1].sum() / half.sum() - 0.25) < 0.03
     flat = split_in_energy(background, np.zeros_like(cube), np.zeros((64, 64)), mask)
     assert np.allclose(flat[0], flat[1])
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (34, 57), (3, 5)])
+def test_fast_excess_search_is_scipys_filter_and_dilation(shape):
+    """The excess search's matrix Gaussian and shifted-copy dilation are scipy's operations."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    from gammapy_cnn.background import _dilated, _gaussian_smoothed
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=shape)
+    for sigma in (1.5, 2.0):
+        np.testing.assert_allclose(_gaussian_smoothed(image, sigma), gaussian_filter(image, sigma), atol=1e-14)
+    spots = rng.random(shape) > 0.97
+    spots[0, -1] = True  # a corner: the dilation stops at the map's edge
+    for iterations in (1, 2, 3):
+        np.testing.assert_array_equal(_dilated(spots, iterations), binary_dilation(spots, iterations=iterations))
+
+
+def test_shape_correction_on_pixels_is_the_interpolated_radial_profile():
+    from gammapy_cnn.background import _SHAPE_KNOTS, _shape_pixels
+
+    params = np.random.default_rng(4).normal(size=len(_SHAPE_KNOTS))
+    # an off-centre pointing: corners beyond the last knot take its value, as numpy.interp
+    index, offset, x, y = _shape_pixels(60, 80, 40.0, 30.0, 70.5, 5.0)
+    slopes = np.diff(params) / np.diff(_SHAPE_KNOTS)
+    expected = np.interp(np.hypot(x, y), _SHAPE_KNOTS, params)
+    assert np.hypot(x, y).max() > _SHAPE_KNOTS[-1]
+    np.testing.assert_allclose(np.take(params, index) + np.take(slopes, index) * offset, expected, atol=1e-14)
