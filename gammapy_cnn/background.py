@@ -12,7 +12,8 @@ gammapy object.
 import functools
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
+
+from .utils import gaussian_smoothed
 
 __all__ = ["away_from_excesses", "fit_to_counts", "refit_shape", "split_in_energy", "systematic_fraction"]
 
@@ -37,7 +38,7 @@ def away_from_excesses(counts, background, mask, scales=EXCESS_SCALES):
     residual = (counts - background) * mask
     for sigma in scales:
         block = max(int(sigma // 2), 1)
-        excess = _gaussian_smoothed(_block_sum(residual, block), sigma / block)
+        excess = gaussian_smoothed(_block_sum(residual, block), sigma / block)
         # the background is smooth on 0.2 deg cells: its own smoothing would change nothing
         expected = np.maximum(_block_sum(background, block), 1e-3 * block**2)
         noise = np.sqrt(expected / (4 * np.pi * (sigma / block) ** 2))
@@ -49,22 +50,6 @@ def away_from_excesses(counts, background, mask, scales=EXCESS_SCALES):
             source |= upsampled.reshape(by * block, bx * block)[: mask.shape[0], : mask.shape[1]]
     keep = mask & ~source
     return keep if keep.any() else mask
-
-
-@functools.lru_cache(maxsize=32)
-def _gaussian_matrix(n, sigma):
-    """The (n, n) matrix of scipy's `~scipy.ndimage.gaussian_filter1d` (``reflect`` edges) on ``n``
-    samples. Cached: the maps of a run share their shapes, and on them a matrix product is several
-    times faster than the filter."""
-    matrix = gaussian_filter1d(np.eye(n), sigma, axis=0)
-    matrix.flags.writeable = False
-    return matrix
-
-
-def _gaussian_smoothed(image, sigma):
-    """``gaussian_filter(image, sigma)`` (``reflect`` edges), as two matrix products."""
-    ny, nx = image.shape
-    return _gaussian_matrix(ny, sigma) @ image @ _gaussian_matrix(nx, sigma).T
 
 
 def _dilated(image, iterations):

@@ -224,17 +224,19 @@ def test_one_energy_split_rule():
     assert np.allclose(flat[0], flat[1])
 
 
-@pytest.mark.parametrize("shape", [(100, 100), (34, 57), (3, 5)])
+@pytest.mark.parametrize("shape", [(100, 100), (34, 57), (3, 5), (20, 300)])
 def test_fast_excess_search_is_scipys_filter_and_dilation(shape):
-    """The excess search's matrix Gaussian and shifted-copy dilation are scipy's operations."""
+    """The matrix Gaussian and the excess search's shifted-copy dilation are scipy's operations."""
     from scipy.ndimage import binary_dilation, gaussian_filter
 
-    from gammapy_cnn.background import _dilated, _gaussian_smoothed
+    from gammapy_cnn.background import _dilated
+    from gammapy_cnn.utils import gaussian_smoothed
 
     rng = np.random.default_rng(3)
     image = rng.normal(size=shape)
-    for sigma in (1.5, 2.0):
-        np.testing.assert_allclose(_gaussian_smoothed(image, sigma), gaussian_filter(image, sigma), atol=1e-14)
+    for sigma, mode in ((1.5, "reflect"), (2.0, "reflect"), (2.4, "constant")):
+        np.testing.assert_allclose(gaussian_smoothed(image, sigma, mode=mode), gaussian_filter(image, sigma, mode=mode),
+                                   atol=1e-14)
     spots = rng.random(shape) > 0.97
     spots[0, -1] = True  # a corner: the dilation stops at the map's edge
     for iterations in (1, 2, 3):
