@@ -432,17 +432,31 @@ SHELL_TS = 9.0
 SHELL_BLOCK_RADIUS = 16
 
 
-def shell_profile(xx, yy, x, y, radius, width):
+def shell_profile(xx, yy, x, y, radius, width, pixel=1.0):
     """Surface brightness of a projected spherical shell (gammapy's
     `~gammapy.modeling.models.ShellSpatialModel`), normalised to 1 over the plane.
 
     ``radius`` is the inner radius and ``width`` the shell's thickness, in the
-    units of ``xx``, ``yy`` (pixels).
+    units of ``xx``, ``yy`` (pixels). Each value is the profile's mean over a
+    radial interval of ``pixel`` around the point: what a pixel of that size
+    holds, to first order. Sampled at points instead, the projected sphere's
+    edge (an infinite slope) makes the pixel values jump as the shell moves
+    by a fraction of a pixel; averaged, they change smoothly, which a fit by
+    finite differences needs.
     """
-    r2 = (xx - x) ** 2 + (yy - y) ** 2
+    r = np.sqrt((xx - x) ** 2 + (yy - y) ** 2)
     outer = radius + width
-    value = np.sqrt(np.clip(outer**2 - r2, 0, None)) - np.sqrt(np.clip(radius**2 - r2, 0, None))
+    value = (_sphere_chord_mean(r, outer, pixel) - _sphere_chord_mean(r, radius, pixel))
     return value * 3 / (2 * np.pi * (outer**3 - radius**3))
+
+
+def _sphere_chord_mean(r, radius, pixel):
+    """Mean of sqrt(radius^2 - t^2) (0 beyond ``radius``) for t over [r - pixel / 2, r + pixel / 2]."""
+    def antiderivative(t):
+        t = np.clip(t, -radius, radius)
+        return 0.5 * (t * np.sqrt(np.maximum(radius**2 - t**2, 0)) + radius**2 * np.arcsin(t / radius))
+
+    return (antiderivative(r + pixel / 2) - antiderivative(r - pixel / 2)) / pixel
 
 
 def fit_shell(counts, background, x0, y0, size, psf_sigma, radius):
@@ -497,7 +511,7 @@ def fit_shell(counts, background, x0, y0, size, psf_sigma, radius):
               (np.log(MIN_WIDTH), np.log(radius)), (np.log(0.1), np.log(1e7))]
 
     def npred(p):
-        profile = shell_profile(xx, yy, p[0], p[1], np.exp(p[2]), np.exp(p[3])) * block**2
+        profile = shell_profile(xx, yy, p[0], p[1], np.exp(p[2]), np.exp(p[3]), pixel=block) * block**2
         return b + np.exp(p[4]) * gaussian_filter(profile.reshape(ny, nx), blur / block, mode="constant").ravel()
 
     def cash(p):

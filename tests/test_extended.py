@@ -292,6 +292,27 @@ def test_template_with_auto_exclusion_keeps_a_shell_only_the_stack_shows(templat
     assert isinstance(model, ShellSpatialModel)
 
 
+def test_shell_profile_is_normalised_and_smooth_in_its_parameters():
+    """The fit's finite differences need a profile whose pixel values move smoothly with the shell:
+    sampled at pixel centres, the sphere's edge (an infinite slope) made them jump."""
+    from gammapy_cnn.profiles import shell_profile
+
+    yy, xx = np.mgrid[:80, :80].astype(float)
+    rng = np.random.default_rng(0)
+    weights = rng.random(xx.shape)
+    for _ in range(10):
+        x, y, radius, width = 40 + rng.random(), 40 + rng.random(), 15 + 10 * rng.random(), 1 + 3 * rng.random()
+        assert shell_profile(xx, yy, x, y, radius, width).sum() == pytest.approx(1, abs=1e-3)
+        for shift in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
+            def derivative(step, shift=shift):
+                def at(sign):
+                    dx, dy, dr = (sign * step * s for s in shift)
+                    return np.sum(weights * shell_profile(xx, yy, x + dx, y + dy, radius + dr, width))
+                return (at(1) - at(-1)) / (2 * step)
+            # the sampled profile: up to 180% apart
+            assert derivative(1e-3) == pytest.approx(derivative(1e-5), rel=0.01)
+
+
 def test_shell_fit_finds_the_centre_a_peaked_profile_misses(template):
     """The centrally peaked extension fit misplaces a 1 deg shell's centre; the shell fit, which
     explains the counts better, does not; a Gaussian is not taken for a shell."""
