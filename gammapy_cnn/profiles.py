@@ -446,7 +446,7 @@ def shell_profile(xx, yy, x, y, radius, width, pixel=1.0):
     """
     r = np.sqrt((xx - x) ** 2 + (yy - y) ** 2)
     outer = radius + width
-    value = (_sphere_chord_mean(r, outer, pixel) - _sphere_chord_mean(r, radius, pixel))
+    value = _sphere_chord_mean(r, outer, pixel) - _sphere_chord_mean(r, radius, pixel)
     return value * 3 / (2 * np.pi * (outer**3 - radius**3))
 
 

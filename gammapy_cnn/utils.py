@@ -1,7 +1,8 @@
 """The one home of the small helpers and constants the whole package shares.
 
-Atomic writes, quantity parsing, Gaussian smoothing of small images, the machine description benchmark records
-carry, and the native geometry of the networks (0.025 deg pixels, 0.03-100 TeV).
+Atomic writes, quantity parsing, Gaussian smoothing of small images, the
+machine description benchmark records carry, and the native geometry of the
+networks (0.025 deg pixels, 0.03-100 TeV).
 """
 
 import contextlib
@@ -226,9 +227,9 @@ def gaussian_smoothed(image, sigma, mode="reflect"):
     """`~scipy.ndimage.gaussian_filter` of a 2D ``image`` (same ``sigma`` and ``mode``), as two
     matrix products.
 
-    The matrices are cached per image shape: the excess searches and profile
-    fits smooth many images of one shape, and on a few hundred pixels a side
-    the products are several times faster than the filter. Equal to the
+    The matrices are cached per image shape: the excess searches smooth many
+    images of a few shapes, and up to a few hundred pixels a side the products
+    are several times faster than the filter. Equal to the
     filter to float64 rounding. Larger images (the products' work grows as
     the side cubed) go through the filter.
     """
