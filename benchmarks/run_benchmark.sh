@@ -1,5 +1,5 @@
 #!/bin/bash
-# The full benchmark runs of docs/results/benchmark.md (three IRFs, about 7 min each on 2 cores).
+# The full benchmark runs of docs/results/benchmark.md (three IRFs, 9-18 min each on 2 shared cores).
 # Usage: benchmarks/run_benchmark.sh [N] [N_SLOW] [OUT]
 set -euo pipefail
 N=${1:-300}
