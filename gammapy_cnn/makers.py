@@ -163,6 +163,10 @@ class CNNBackgroundMaker(Maker):
         if self.network_.architecture == ORIGINAL:
             return self._estimate_original(counts, mask)[0]
         background, level = self._network_background(counts, mask, network_output)
+        if not np.all(np.isfinite(background)):
+            # seen with barely trained networks on maps far from their training: refuse, not propagate
+            raise ValueError(f"the cleaner network {self.network!r} gave non-finite values for these counts; "
+                             "its background cannot be used (is the network trained?)")
         # Without a single count the network has nothing to see: the estimate is
         # flat at the prior level (half a count over the valid pixels).
         empty = counts.sum(axis=(1, 2)) == 0

@@ -117,6 +117,9 @@ def test_random_maps(tools, dataset):
     except ValueError as error:
         if small is None and "too small" in str(error):
             return
+        if "non-finite values" in str(error):  # the untrained tiny network, ~1 map in 1000: refused clearly
+            event("refused: the network's output is not finite")
+            return
         raise
     np.testing.assert_array_equal(dataset.counts.data, before)  # the input is not touched
 
