@@ -88,10 +88,12 @@ def main():
     largest = 0.0
     for k, bmap in enumerate(maps):
         order = [("base", base_finder), ("new", finder)]
+        tables = {}
         for label, f in order + order[::-1] if k % 2 else order[::-1] + order:
-            times[label].append(timed(f.run, bmap.dataset)[1])
+            tables[label], seconds = timed(f.run, bmap.dataset)
+            times[label].append(seconds)
         times["ring"].append(timed(lambda m: methods.find_ring_excess(methods.ring_dataset(m)), bmap)[1])
-        a, b = base_finder.run(bmap.dataset), finder.run(bmap.dataset)
+        a, b = tables["base"], tables["new"]
         if len(a) != len(b):
             largest = np.inf
             continue

@@ -38,15 +38,12 @@ from .preprocessing import (
     original_stretch,
     pad,
 )
-from .profiles import (  # noqa: F401
+from .profiles import (  # noqa: F401  (KING_GAMMA: the cross-checks import it from here with fit_source)
     KING_GAMMA,
     SHELL_TS,
-    fit_extension,
-    fit_points,
     fit_shell,
     fit_size,
     fit_source,
-    king_profile,
     king_sigma_from_r68,
 )
 from .runs import as_dataset_list, common_geom, dataset_pointing, reproject_counts, reproject_mask, run_geom

@@ -163,10 +163,6 @@ class CNNBackgroundMaker(Maker):
         if self.network_.architecture == ORIGINAL:
             return self._estimate_original(counts, mask)[0]
         background, level = self._network_background(counts, mask, network_output)
-        if not np.all(np.isfinite(background)):
-            # seen with barely trained networks on maps far from their training: refuse, not propagate
-            raise ValueError(f"the cleaner network {self.network!r} gave non-finite values for these counts; "
-                             "its background cannot be used (is the network trained?)")
         # Without a single count the network has nothing to see: the estimate is
         # flat at the prior level (half a count over the valid pixels).
         empty = counts.sum(axis=(1, 2)) == 0
@@ -198,7 +194,12 @@ class CNNBackgroundMaker(Maker):
             network_output = self.network_.predict(x, batch_size=self.batch_size)
         else:
             level, window = counts_level(counts, mask), padded_window(counts.shape[-2:])
-        return network_output[(slice(None),) + window + (0,)] * level[:, None, None] * mask, level
+        background = network_output[(slice(None),) + window + (0,)] * level[:, None, None] * mask
+        if not np.all(np.isfinite(background)):
+            # seen with barely trained networks on maps far from their training: refuse, not propagate
+            raise ValueError(f"the cleaner network {self.network!r} gave non-finite values for these counts; "
+                             "its background cannot be used (is the network trained?)")
+        return background, level
 
     def estimate_image(self, counts, mask):
         """Background and cleaned excess of native-grid counts images.
